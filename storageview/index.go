@@ -1,0 +1,195 @@
+// Package storageview is imagefs's only window on containers/storage and
+// containers/image: it opens a store, keeps an in-memory Index of its images,
+// names, digests and layers, serves the blobs and derived documents
+// (inspect.json, history, df) and, later, applies the changes the tree asks for.
+//
+// The rest of imagefs (nodes/, fs/) sees plain Go values from here and never
+// imports the containers libraries itself.
+package storageview
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+)
+
+// Image is one image record of the store, as the tree shows it.
+type Image struct {
+	ID           string          // full 64-hex ID
+	Names        []string        // in store order, fully qualified ("docker.io/library/alpine:3.19")
+	NamesHistory []string        // store's names history, newest first
+	Digest       digest.Digest   // the manifest digest (sha256 of the "manifest" big data)
+	Digests      []digest.Digest // every manifest digest the store records for the image
+	TopLayer     string          // "" for manifest lists
+	Layers       []string        // the layer chain, base layer first; empty for manifest lists
+	Created      time.Time
+	ReadOnly     bool // from an additional (read-only) image store
+	IsList       bool // a manifest list / OCI index stored as an image
+}
+
+// Layer is one layer record of the store.
+type Layer struct {
+	ID               string
+	Parent           string // "" for a base layer
+	DiffDigest       digest.Digest
+	CompressedDigest digest.Digest
+	UncompressedSize int64 // -1 when the store does not know it
+	CompressedSize   int64 // -1 when the store does not know it
+	Created          time.Time
+	Images           []string // IDs of the images whose chain uses this layer, sorted
+	ReadOnly         bool     // from an additional (read-only) layer store
+}
+
+// Index is an immutable snapshot of the store's records. A new Index is
+// built whenever the store changes; nodes keep identities (IDs, names), never
+// *Image pointers across operations.
+type Index struct {
+	Generation uint64   // increases with every rebuild
+	Images     []*Image // sorted by ID
+	Layers     []*Layer // sorted by ID
+
+	imageByID     map[string]*Image
+	imageByName   map[string]*Image
+	imageByDigest map[digest.Digest]*Image
+	layerByID     map[string]*Layer
+	names         *NameDir
+}
+
+// NameDir is one directory level of names/: a name "quay.io/org/app:1" is
+// the directory chain quay.io → org holding the leaf "app:1".
+type NameDir struct {
+	Dirs   map[string]*NameDir
+	Leaves map[string]string // leaf component → image ID
+}
+
+// NewIndex builds the lookup maps over images and layers. It sorts both
+// slices in place and fills Layer.Images from the images' chains.
+func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
+	ix := &Index{
+		Generation:    generation,
+		Images:        images,
+		Layers:        layers,
+		imageByID:     make(map[string]*Image, len(images)),
+		imageByName:   make(map[string]*Image),
+		imageByDigest: make(map[digest.Digest]*Image),
+		layerByID:     make(map[string]*Layer, len(layers)),
+		names:         newNameDir(),
+	}
+	sort.Slice(images, func(i, j int) bool { return images[i].ID < images[j].ID })
+	sort.Slice(layers, func(i, j int) bool { return layers[i].ID < layers[j].ID })
+	for _, l := range layers {
+		l.Images = nil
+		ix.layerByID[l.ID] = l
+	}
+	for _, img := range images {
+		ix.imageByID[img.ID] = img
+		for _, n := range img.Names {
+			ix.imageByName[n] = img
+			ix.names.add(n, img.ID)
+		}
+		for _, d := range img.Digests {
+			if _, taken := ix.imageByDigest[d]; !taken {
+				ix.imageByDigest[d] = img
+			}
+		}
+		if img.Digest != "" {
+			if _, taken := ix.imageByDigest[img.Digest]; !taken {
+				ix.imageByDigest[img.Digest] = img
+			}
+		}
+		for _, lid := range img.Layers {
+			if l := ix.layerByID[lid]; l != nil {
+				l.Images = append(l.Images, img.ID)
+			}
+		}
+	}
+	for _, l := range layers {
+		sort.Strings(l.Images)
+		l.Images = compactStrings(l.Images)
+	}
+	return ix
+}
+
+func compactStrings(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func newNameDir() *NameDir {
+	return &NameDir{Dirs: map[string]*NameDir{}, Leaves: map[string]string{}}
+}
+
+func (d *NameDir) add(name, id string) {
+	parts := strings.Split(name, "/")
+	for _, p := range parts[:len(parts)-1] {
+		sub := d.Dirs[p]
+		if sub == nil {
+			sub = newNameDir()
+			d.Dirs[p] = sub
+		}
+		d = sub
+	}
+	d.Leaves[parts[len(parts)-1]] = id
+}
+
+// ImageByID returns the image with exactly this full ID.
+func (ix *Index) ImageByID(id string) *Image { return ix.imageByID[id] }
+
+// ImageByName returns the image holding exactly this stored name.
+func (ix *Index) ImageByName(name string) *Image { return ix.imageByName[name] }
+
+// ImageByDigest returns the image holding this manifest digest.
+func (ix *Index) ImageByDigest(d digest.Digest) *Image { return ix.imageByDigest[d] }
+
+// Layer returns the layer with this full ID.
+func (ix *Index) Layer(id string) *Layer { return ix.layerByID[id] }
+
+// MinIDPrefix is the shortest ID prefix that ResolveIDPrefix accepts, as podman.
+const MinIDPrefix = 3
+
+// ResolveIDPrefix finds the one image whose ID starts with prefix. It returns
+// nil and the candidate IDs when the prefix is ambiguous, nil and no
+// candidates when nothing matches or the prefix is not lower-case hex of at
+// least MinIDPrefix characters.
+func (ix *Index) ResolveIDPrefix(prefix string) (*Image, []string) {
+	if len(prefix) < MinIDPrefix || len(prefix) > 64 || !isLowerHex(prefix) {
+		return nil, nil
+	}
+	i := sort.Search(len(ix.Images), func(i int) bool { return ix.Images[i].ID >= prefix })
+	var matches []string
+	for ; i < len(ix.Images) && strings.HasPrefix(ix.Images[i].ID, prefix); i++ {
+		matches = append(matches, ix.Images[i].ID)
+	}
+	if len(matches) == 1 {
+		return ix.imageByID[matches[0]], nil
+	}
+	return nil, matches
+}
+
+func isLowerHex(s string) bool {
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// NameDir returns the names/ directory at path (components without
+// slashes; nil or empty for names/ itself), or nil if there is none.
+func (ix *Index) NameDir(path []string) *NameDir {
+	d := ix.names
+	for _, p := range path {
+		if d = d.Dirs[p]; d == nil {
+			return nil
+		}
+	}
+	return d
+}
