@@ -25,8 +25,14 @@ type Image struct {
 	TopLayer     string          // "" for manifest lists
 	Layers       []string        // the layer chain, base layer first; empty for manifest lists
 	Created      time.Time
-	ReadOnly     bool // from an additional (read-only) image store
-	IsList       bool // a manifest list / OCI index stored as an image
+	ReadOnly     bool     // from an additional (read-only) image store
+	IsList       bool     // a manifest list / OCI index stored as an image
+	Containers   []string // IDs of the containers using this image, sorted
+
+	// Filled by the View's rebuild (zero in hand-made indexes):
+	recordDigest digest.Digest // the store record's Digest field, as podman reports it
+	order        int           // position in the store's own listing (podman's order)
+	metaSize     int64         // bytes of the image's big data items (manifests, config, …)
 }
 
 // Layer is one layer record of the store.
@@ -55,6 +61,7 @@ type Index struct {
 	imageByDigest map[digest.Digest]*Image
 	layerByID     map[string]*Layer
 	names         *NameDir
+	byTopLayer    map[string][]*Image // top layer ID ("" for layerless images) → images, in store order
 }
 
 // NameDir is one directory level of names/: a name "quay.io/org/app:1" is
@@ -76,6 +83,7 @@ func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
 		imageByDigest: make(map[digest.Digest]*Image),
 		layerByID:     make(map[string]*Layer, len(layers)),
 		names:         newNameDir(),
+		byTopLayer:    make(map[string][]*Image),
 	}
 	sort.Slice(images, func(i, j int) bool { return images[i].ID < images[j].ID })
 	sort.Slice(layers, func(i, j int) bool { return layers[i].ID < layers[j].ID })
@@ -104,6 +112,10 @@ func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
 				l.Images = append(l.Images, img.ID)
 			}
 		}
+		ix.byTopLayer[img.TopLayer] = append(ix.byTopLayer[img.TopLayer], img)
+	}
+	for _, same := range ix.byTopLayer {
+		sort.SliceStable(same, func(i, j int) bool { return same[i].order < same[j].order })
 	}
 	for _, l := range layers {
 		sort.Strings(l.Images)
@@ -147,6 +159,10 @@ func (ix *Index) ImageByName(name string) *Image { return ix.imageByName[name] }
 
 // ImageByDigest returns the image holding this manifest digest.
 func (ix *Index) ImageByDigest(d digest.Digest) *Image { return ix.imageByDigest[d] }
+
+// ImagesByTopLayer returns the images whose top layer is layerID ("" for
+// images without layers), in the store's own order. The slice is shared.
+func (ix *Index) ImagesByTopLayer(layerID string) []*Image { return ix.byTopLayer[layerID] }
 
 // Layer returns the layer with this full ID.
 func (ix *Index) Layer(id string) *Layer { return ix.layerByID[id] }

@@ -2,6 +2,7 @@ package storageview
 
 import (
 	"errors"
+	"log"
 
 	digest "github.com/opencontainers/go-digest"
 )
@@ -15,6 +16,10 @@ type Options struct {
 	Driver        string   // --storage-driver
 	DriverOptions []string // --storage-opt, repeatable
 	ReadOnly      bool     // refuse every change (mount --read-only)
+
+	// Log receives one line per refusal, fallback or store error the view
+	// meets; nil is log.Default().
+	Log *log.Logger
 }
 
 // Errors the view returns; nodes map them to errno (see nodes/errno.go).

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// mountFlags are the flags of `imagefs mount`.
+type mountFlags struct {
+	root, runroot, driver string
+	storageOpts           []string
+	readOnly              bool
+	allowOther            bool
+	debug                 bool
+	foreground            bool
+	logFile               string
+	cpuProfile            string
+}
+
+func newMountCmd() *cobra.Command {
+	mf := &mountFlags{}
+	c := &cobra.Command{
+		Use:   "mount [flags] MOUNTPOINT",
+		Short: "Mount the image store at MOUNTPOINT",
+		Long: `Mount the image store at MOUNTPOINT and return once the mount is ready;
+the serving process stays in the background until "imagefs umount MOUNTPOINT"
+(or umount, fusermount3 -u). With -f it stays in the foreground instead, and
+SIGINT or SIGTERM unmount.
+
+Without storage flags imagefs opens the same store podman would
+(containers-storage.conf, CONTAINERS_STORAGE_CONF), so the tree shows what
+"podman images -a" shows.`,
+		Example: `  imagefs mount /mnt/images
+  imagefs mount --root /var/lib/containers/storage --storage-driver overlay /mnt/images
+  imagefs mount -f --debug /mnt/images`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("mount takes exactly one MOUNTPOINT, got %d arguments (see imagefs mount --help)", len(args))
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			if fd := os.Getenv(readyFDVar); fd != "" {
+				return runDaemon(mf, args[0], fd)
+			}
+			if mf.foreground {
+				return runForeground(mf, args[0])
+			}
+			return startDaemon(mf, args[0])
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&mf.root, "root", "", "storage root directory (graphroot); default: as podman")
+	f.StringVar(&mf.runroot, "runroot", "", "storage state directory (runroot); default: as podman")
+	f.StringVar(&mf.driver, "storage-driver", "", "storage driver (overlay, vfs); default: as podman")
+	f.StringArrayVar(&mf.storageOpts, "storage-opt", nil, "storage driver option, e.g. overlay.mount_program=/usr/bin/fuse-overlayfs (repeatable)")
+	f.BoolVar(&mf.readOnly, "read-only", false, "refuse every change to the store (rm, ln -s, mv in the tree fail with EROFS)")
+	f.BoolVar(&mf.allowOther, "allow-other", false, "let other users see the mount (fuse allow_other; modes are enforced)")
+	f.BoolVar(&mf.debug, "debug", false, "log every FUSE request and the store's debug messages")
+	f.BoolVarP(&mf.foreground, "foreground", "f", false, "stay in the foreground; SIGINT/SIGTERM unmount")
+	f.StringVar(&mf.logFile, "log-file", "", "append the server's log to this file (default: stderr with -f, nowhere in the background)")
+	f.StringVar(&mf.cpuProfile, "cpuprofile", "", "write a CPU profile of the serving process to this file when it ends")
+	_ = f.MarkHidden("cpuprofile")
+	return c
+}
+
+// storeOptions turns the storage flags into storageview options; empty
+// fields mean "as podman".
+func (mf *mountFlags) storeOptions() storageview.Options {
+	return storageview.Options{
+		GraphRoot:     mf.root,
+		RunRoot:       mf.runroot,
+		Driver:        mf.driver,
+		DriverOptions: mf.storageOpts,
+		ReadOnly:      mf.readOnly,
+	}
+}
+
+// runForeground mounts and serves until unmounted or signalled. It logs
+// to stderr, or to --log-file when given; errors that stop the mount go to
+// stderr either way (main prints them).
+func runForeground(mf *mountFlags, mountpoint string) error {
+	logger := log.New(os.Stderr, "imagefs: ", 0)
+	if mf.logFile != "" {
+		f, err := openLogFile(mf.logFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logger = log.New(f, fmt.Sprintf("imagefs[%d]: ", os.Getpid()), log.LstdFlags)
+	}
+	return serve(mf, mountpoint, logger, false, func(error) {})
+}
+
+// serve mounts the store at mountpoint and serves it until the mount ends.
+// ready is called once: with nil when the mount is up, or with the error
+// that stopped it. In daemon mode SIGHUP is ignored; in the foreground it
+// unmounts like SIGINT and SIGTERM.
+func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, ready func(error)) (err error) {
+	readyCalled := false
+	defer func() {
+		if !readyCalled {
+			ready(err)
+		}
+	}()
+
+	sigs := make(chan os.Signal, 4)
+	if daemon {
+		signal.Ignore(syscall.SIGHUP)
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	} else {
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	}
+	defer signal.Stop(sigs)
+	routeStorageLogs(logger, mf.debug)
+
+	if err := fs.CheckMountpoint(mountpoint); err != nil {
+		return err
+	}
+	abs, err := resolveMountpoint(mountpoint)
+	if err != nil {
+		return err
+	}
+	if err := fs.CheckFUSE(); err != nil {
+		return err
+	}
+	lock, err := fs.LockMountpoint(abs)
+	if err != nil {
+		return err
+	}
+	defer lock.Release() // last: after the store is closed
+
+	if err := mf.checkStorePaths(); err != nil {
+		return err
+	}
+	view, err := storageview.Open(mf.storeOptions())
+	if err != nil {
+		return fmt.Errorf("cannot open the image store: %s", oneLine(err.Error()))
+	}
+	srv, err := fs.Mount(abs, view, fs.Options{
+		AllowOther: mf.allowOther,
+		Debug:      mf.debug,
+		Log:        logger,
+	})
+	if err != nil {
+		if cerr := view.Close(); cerr != nil {
+			logger.Printf("closing the store: %v", cerr)
+		}
+		return err
+	}
+	if mf.cpuProfile != "" {
+		if stop, perr := startCPUProfile(mf.cpuProfile); perr != nil {
+			logger.Printf("cpu profile: %v", perr)
+		} else {
+			defer stop()
+		}
+	}
+	logger.Printf("serving %s at %s (pid %d)", describeStore(mf), abs, os.Getpid())
+	readyCalled = true
+	ready(nil)
+
+	for done := false; !done; {
+		select {
+		case <-srv.Done():
+			done = true
+		case s := <-sigs:
+			logger.Printf("%s: unmounting %s", s, abs)
+			uerr := srv.Unmount(false)
+			if errors.Is(uerr, fs.ErrBusy) {
+				logger.Printf("%s is busy; detaching it, serving until its last user leaves", abs)
+				uerr = srv.Unmount(true)
+			}
+			if uerr != nil {
+				logger.Printf("unmount: %v", uerr)
+			}
+		}
+	}
+	if err := srv.Wait(); err != nil {
+		logger.Printf("closing the store: %v", err)
+		return fmt.Errorf("closing the store: %w", err)
+	}
+	logger.Printf("unmounted %s, store closed", abs)
+	return nil
+}
+
+// checkStorePaths refuses --root/--runroot paths that cannot be
+// directories (a regular file on the way) before the store library creates
+// anything.
+func (mf *mountFlags) checkStorePaths() error {
+	for _, p := range []struct{ flag, path string }{{"--root", mf.root}, {"--runroot", mf.runroot}} {
+		if p.path == "" {
+			continue
+		}
+		for dir := filepath.Clean(p.path); ; dir = filepath.Dir(dir) {
+			st, err := os.Stat(dir)
+			if err == nil {
+				if !st.IsDir() {
+					return fmt.Errorf("cannot open the image store: %s %s: %s is not a directory", p.flag, p.path, dir)
+				}
+				break
+			}
+			if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+				return fmt.Errorf("cannot open the image store: %s %s: %s", p.flag, p.path, oneLine(err.Error()))
+			}
+			if parent := filepath.Dir(dir); parent == dir {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// resolveMountpoint makes path absolute and resolves symlinks, as the
+// kernel will record the mount point.
+func resolveMountpoint(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = r
+	}
+	return abs, nil
+}
+
+func describeStore(mf *mountFlags) string {
+	var parts []string
+	if mf.root != "" {
+		parts = append(parts, "root "+mf.root)
+	}
+	if mf.driver != "" {
+		parts = append(parts, "driver "+mf.driver)
+	}
+	if mf.readOnly {
+		parts = append(parts, "read-only")
+	}
+	if mf.root == "" {
+		parts = append([]string{"podman's default"}, parts...)
+	}
+	return "image store (" + strings.Join(parts, ", ") + ")"
+}
+
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// routeStorageLogs sends containers/storage's logrus messages through our
+// logger, one line each: warnings and errors normally, everything with --debug.
+func routeStorageLogs(logger *log.Logger, debug bool) {
+	logrus.SetOutput(discard{})
+	if debug {
+		logrus.SetLevel(logrus.DebugLevel)
+	} else {
+		logrus.SetLevel(logrus.WarnLevel)
+	}
+	logrus.StandardLogger().ReplaceHooks(logrus.LevelHooks{})
+	logrus.AddHook(logrusHook{logger})
+}
+
+type logrusHook struct{ logger *log.Logger }
+
+func (logrusHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h logrusHook) Fire(e *logrus.Entry) error {
+	h.logger.Printf("storage %s: %s", e.Level, oneLine(e.Message))
+	return nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

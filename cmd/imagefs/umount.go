@@ -1,0 +1,72 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/imagefs/imagefs/fs"
+)
+
+func newUmountCmd() *cobra.Command {
+	var (
+		lazy    bool
+		timeout time.Duration
+	)
+	c := &cobra.Command{
+		Use:     "umount [flags] MOUNTPOINT",
+		Aliases: []string{"unmount"},
+		Short:   "Unmount an imagefs mount and wait for its process to exit",
+		Long: `Unmount the imagefs mount at MOUNTPOINT, then wait until the serving
+process has closed the store and exited. A busy mount (a process has a file
+or its working directory in it) is left alone unless --lazy is given: then it
+is detached at once and the serving process exits when its last user leaves.`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("umount takes exactly one MOUNTPOINT, got %d arguments (see imagefs umount --help)", len(args))
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			return umount(args[0], lazy, timeout)
+		},
+	}
+	c.Flags().BoolVarP(&lazy, "lazy", "l", false, "detach a busy mount now; do not wait for the serving process")
+	c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the serving process to exit")
+	return c
+}
+
+func umount(mountpoint string, lazy bool, timeout time.Duration) error {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return err
+	}
+	// Resolve symlinks in the parent only: the mount point itself may be a
+	// dead FUSE mount that cannot be stat'ed.
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		abs = filepath.Join(dir, filepath.Base(abs))
+	}
+	m, err := fs.FindMount(abs)
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return fmt.Errorf("%s is not mounted", mountpoint)
+	}
+	if m.FSType != fs.FSType {
+		return fmt.Errorf("%s is not an imagefs mount (it is %s); refusing to unmount it", mountpoint, m.FSType)
+	}
+	if err := fs.Unmount(abs, lazy); err != nil {
+		if errors.Is(err, fs.ErrBusy) {
+			return fmt.Errorf("%s is busy: a process has a file or its working directory in it (close it, or use imagefs umount --lazy)", mountpoint)
+		}
+		return err
+	}
+	if lazy {
+		return nil
+	}
+	return fs.WaitServerExit(abs, timeout)
+}

@@ -1,0 +1,134 @@
+package fs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The serving process of a mount holds an flock on a small file named after
+// the mount point, from before the mount until after the store is closed.
+// `imagefs umount` unmounts, then waits for that lock: when it gets it, the
+// server has stopped and the store's locks are released. (The kernel tells
+// nobody which process serves a FUSE mount.)
+
+// RunDirVar names the environment variable that overrides RunDir.
+const RunDirVar = "IMAGEFS_RUN_DIR"
+
+// RunDir is where the serving processes keep their lock files:
+// $IMAGEFS_RUN_DIR, else /run/imagefs for root, else
+// $XDG_RUNTIME_DIR/imagefs, else $TMPDIR/imagefs-<uid>.
+func RunDir() string {
+	if d := os.Getenv(RunDirVar); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/run/imagefs"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "imagefs")
+	}
+	return filepath.Join(os.TempDir(), "imagefs-"+strconv.Itoa(os.Geteuid()))
+}
+
+// LockPath is the lock file of the server of the mount at mountpoint
+// (absolute, clean).
+func LockPath(mountpoint string) string {
+	sum := sha256.Sum256([]byte(mountpoint))
+	return filepath.Join(RunDir(), hex.EncodeToString(sum[:12])+".lock")
+}
+
+// MountLock is the held lock of a serving process.
+type MountLock struct {
+	f *os.File
+}
+
+// LockMountpoint takes the server lock for mountpoint and records our pid
+// in it. It fails when another process holds it, i.e. serves that mount.
+func LockMountpoint(mountpoint string) (*MountLock, error) {
+	path := LockPath(mountpoint)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating run directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			pid := readPid(path)
+			return nil, fmt.Errorf("mountpoint %s: already served by imagefs process %s", mountpoint, pid)
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &MountLock{f: f}, nil
+}
+
+// Release removes the lock file and drops the lock. Call it last, after
+// the store is closed.
+func (l *MountLock) Release() {
+	if l == nil || l.f == nil {
+		return
+	}
+	_ = os.Remove(l.f.Name())
+	l.f.Close()
+	l.f = nil
+}
+
+// WaitServerExit waits until no process holds the server lock of
+// mountpoint (the server has stopped and closed the store), at most timeout.
+// On timeout it returns an error naming the pid.
+func WaitServerExit(mountpoint string, timeout time.Duration) error {
+	path := LockPath(mountpoint)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // released and removed
+	}
+	if err != nil {
+		return fmt.Errorf("waiting for the imagefs process: %w", err)
+	}
+	defer f.Close()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		if err == nil {
+			_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("waiting for the imagefs process: %w", err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("unmounted %s, but imagefs process %s has not exited after %s", mountpoint, readPid(path), timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ServerPid returns the pid recorded by the server of mountpoint, or 0.
+func ServerPid(mountpoint string) int {
+	pid, _ := strconv.Atoi(readPid(LockPath(mountpoint)))
+	return pid
+}
+
+func readPid(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "?"
+	}
+	if s := strings.TrimSpace(string(b)); s != "" {
+		return s
+	}
+	return "?"
+}

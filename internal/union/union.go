@@ -1,0 +1,240 @@
+// Package union computes the merged view of an image's layers the way the
+// kernel's overlayfs (and fuse-overlayfs) shows it, straight from the layer
+// directories on disk: no mount, no store lock.
+//
+// A Stack is the ordered layers of one image (or one layer shown raw, for
+// layers/<id>/diff/). Directory listings are merged lazily, one directory at
+// a time on first visit, and kept in a Cache shared by all stacks that
+// evicts the least recently used listings once a bound on the number of
+// cached entries is passed. Every Entry carries the lstat data of the file
+// that supplies it, so lookup, getattr and readdir never touch the disk once
+// a directory is indexed.
+//
+// The package knows nothing about FUSE; nodes/rootfs*.go serves it.
+package union
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Layer is one layer directory of a stack.
+type Layer struct {
+	ID   string
+	Path string // the directory holding the layer's files
+	// Full is true when Path holds the whole merged tree (vfs): it is
+	// shown as it is, and only the top layer of a stack is used.
+	Full bool
+	// AUFS is true when whiteouts are ".wh.<name>" files and opaque
+	// directories hold ".wh..wh..opq" (stores with a mount_program).
+	AUFS bool
+}
+
+// Stat is the lstat data an entry shows, with user.containers.override_stat
+// applied. Dev and Ino identify the backing file.
+type Stat struct {
+	Mode                uint32 // file type and permission bits, as st_mode
+	Uid, Gid            uint32
+	Nlink               uint32
+	Rdev                uint64
+	Size                int64
+	Blocks              int64
+	Atime, Mtime, Ctime unix.Timespec
+	Dev, Ino            uint64
+}
+
+// IsDir reports whether the entry is a directory.
+func (s *Stat) IsDir() bool { return s.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// Entry is one name of the merged tree.
+type Entry struct {
+	Name  string // "" for the root
+	Path  string // relative to the root, no leading slash; "" for the root
+	Layer int    // index of the layer supplying the entry, 0 = base
+	Stat  Stat
+
+	// chain lists, top first, the layers whose copies of this directory
+	// are merged into it (opaque markers and whiteouts applied).
+	chain []int32
+	xattr atomic.Pointer[xattrSet]
+}
+
+// Merged reports how many layers contribute to a directory (0 for others).
+func (e *Entry) Merged() int { return len(e.chain) }
+
+// ErrUnreadable says the union cannot serve a stack from its directories
+// (a layer directory missing or not a directory); the caller falls back.
+var ErrUnreadable = errors.New("layer directory not readable")
+
+// Stack is the merged view of ordered layers.
+type Stack struct {
+	layers   []Layer // base first
+	override []bool  // layer stores user.containers.override_stat
+	raw      bool    // show the one layer exactly as stored
+	key      string  // cache key prefix
+	cache    *Cache
+	root     *Entry
+}
+
+// NewStack returns the merged view of layers (base first). When the top
+// layer is Full (vfs) only it is used. A stack with no layers is an empty
+// directory. cache may be shared by many stacks; nil gets a private one.
+func NewStack(layers []Layer, cache *Cache) (*Stack, error) {
+	if n := len(layers); n > 0 && layers[n-1].Full {
+		layers = layers[n-1:]
+	}
+	s := &Stack{layers: append([]Layer(nil), layers...), cache: cache}
+	s.key = "m"
+	for _, l := range layers {
+		s.key += "\x00" + l.Path
+	}
+	return s, s.init()
+}
+
+// NewRaw returns the view of one layer directory exactly as stored:
+// whiteout devices, ".wh." files and overlay xattrs are shown, not applied.
+func NewRaw(layer Layer, cache *Cache) (*Stack, error) {
+	s := &Stack{layers: []Layer{layer}, raw: true, cache: cache, key: "r\x00" + layer.Path}
+	return s, s.init()
+}
+
+func (s *Stack) init() error {
+	if s.cache == nil {
+		s.cache = NewCache(0)
+	}
+	s.override = make([]bool, len(s.layers))
+	root := &Entry{Layer: len(s.layers) - 1}
+	for i, l := range s.layers {
+		var st unix.Stat_t
+		if err := unix.Lstat(l.Path, &st); err != nil {
+			return fmt.Errorf("%w: layer %s: %s: %v", ErrUnreadable, short(l.ID), l.Path, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("%w: layer %s: %s is not a directory", ErrUnreadable, short(l.ID), l.Path)
+		}
+		if !s.raw {
+			_, err := unix.Lgetxattr(l.Path, OverrideXattr, nil)
+			s.override[i] = err == nil
+		}
+		if i == len(s.layers)-1 {
+			root.Stat = statFrom(&st)
+		}
+	}
+	if len(s.layers) == 0 {
+		root.Layer = -1
+		root.Stat = Stat{Mode: unix.S_IFDIR | 0o755, Nlink: 2}
+		s.root = root
+		return nil
+	}
+	for i := len(s.layers) - 1; i >= 0; i-- {
+		root.chain = append(root.chain, int32(i))
+	}
+	top := len(s.layers) - 1
+	if s.override[top] {
+		applyOverride(&root.Stat, s.layers[top].Path)
+	}
+	if len(root.chain) > 1 {
+		root.Stat.Nlink = 1 // overlayfs does not count the subdirectories of merged directories
+	}
+	s.root = root
+	return nil
+}
+
+// Root is the entry of the top directory.
+func (s *Stack) Root() *Entry { return s.root }
+
+// Layers returns the layers in use, base first.
+func (s *Stack) Layers() []Layer { return s.layers }
+
+// Raw reports whether the stack shows one layer as stored.
+func (s *Stack) Raw() bool { return s.raw }
+
+// BackingPath is where the file supplying e lives.
+func (s *Stack) BackingPath(e *Entry) string {
+	return s.backing(e.Layer, e.Path)
+}
+
+func (s *Stack) backing(layer int, rel string) string {
+	if layer < 0 {
+		return ""
+	}
+	if rel == "" {
+		return s.layers[layer].Path
+	}
+	return s.layers[layer].Path + "/" + rel
+}
+
+// Lookup returns the child name of directory dir, or nil when there is none.
+func (s *Stack) Lookup(dir *Entry, name string) (*Entry, error) {
+	l, err := s.List(dir)
+	if err != nil {
+		return nil, err
+	}
+	return l.Find(name), nil
+}
+
+// LookupPath resolves a relative slash-separated path from the root
+// without following symlinks; nil when some component is missing.
+func (s *Stack) LookupPath(rel string) (*Entry, error) {
+	e := s.root
+	if rel == "" || rel == "." {
+		return e, nil
+	}
+	for _, c := range splitPath(rel) {
+		if !e.Stat.IsDir() {
+			return nil, nil
+		}
+		child, err := s.Lookup(e, c)
+		if err != nil || child == nil {
+			return nil, err
+		}
+		e = child
+	}
+	return e, nil
+}
+
+func splitPath(rel string) []string {
+	clean := strings.Trim(path.Clean("/"+rel), "/")
+	if clean == "" {
+		return nil
+	}
+	return strings.Split(clean, "/")
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func statFrom(st *unix.Stat_t) Stat {
+	return Stat{
+		Mode:   st.Mode,
+		Uid:    st.Uid,
+		Gid:    st.Gid,
+		Nlink:  uint32(st.Nlink),
+		Rdev:   st.Rdev,
+		Size:   st.Size,
+		Blocks: st.Blocks,
+		Atime:  st.Atim,
+		Mtime:  st.Mtim,
+		Ctime:  st.Ctim,
+		Dev:    st.Dev,
+		Ino:    st.Ino,
+	}
+}
+
+// Readlink returns the target of symlink e as stored.
+func (s *Stack) Readlink(e *Entry) (string, error) {
+	if e.Stat.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return "", unix.EINVAL
+	}
+	return os.Readlink(s.BackingPath(e))
+}

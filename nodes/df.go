@@ -1,0 +1,14 @@
+package nodes
+
+import "github.com/imagefs/imagefs/storageview"
+
+// newDFFile is the file df: the store's disk use by images, computed by
+// the store (storageview.View.DF), read afresh on every open.
+func newDFFile(t *tree) *blobFile {
+	return newBlobFile(t, dfIno, "/df", blobSource{
+		state: func(ix *storageview.Index) (blobState, bool) {
+			return blobState{mtime: t.fixedTime(ix)}, true
+		},
+		read: t.store.DF,
+	})
+}

@@ -1,0 +1,62 @@
+package nodes
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// imagesDir is images/: one directory per image, named by its full ID.
+// Any unique ID prefix of at least storageview.MinIDPrefix hex digits
+// also resolves (as podman resolves one) without being listed.
+type imagesDir struct{ dirNode }
+
+func (d *imagesDir) stable() fusefs.StableAttr {
+	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: imagesIno}
+}
+
+func (d *imagesDir) timeouts() (time.Duration, time.Duration) {
+	return d.t.immutableTimeout, d.t.attrTimeout
+}
+
+func (d *imagesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
+	fixedDirAttr(d.t, ix, a, imagesIno, len(ix.Images))
+	return 0
+}
+
+// Lookup resolves a full image ID or a unique ID prefix to the image's
+// directory: the same node (and inode number) by either name. An
+// ambiguous prefix is ENOENT, with a log line naming the candidates.
+func (d *imagesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ix := d.t.index()
+	img := ix.ImageByID(name)
+	if img == nil {
+		var candidates []string
+		img, candidates = ix.ResolveIDPrefix(name)
+		if len(candidates) > 1 {
+			d.t.log.Printf("lookup /images/%s: ambiguous ID prefix, %d images match: %s (ENOENT)",
+				name, len(candidates), strings.Join(candidates, ", "))
+			return nil, syscall.ENOENT
+		}
+		if img == nil {
+			return nil, syscall.ENOENT
+		}
+	}
+	return lookupChild(ctx, d.EmbeddedInode(), name, ix, newImageDir(d.t, img.ID), out)
+}
+
+// Readdir lists every image by full ID, sorted.
+func (d *imagesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ix := d.t.index()
+	ents := make([]fuse.DirEntry, 0, len(ix.Images))
+	for _, img := range ix.Images { // sorted by ID
+		ents = append(ents, fuse.DirEntry{Name: img.ID, Mode: syscall.S_IFDIR, Ino: imageIno(img.ID)})
+	}
+	return listing(d.EmbeddedInode(), ents), 0
+}

@@ -1,0 +1,211 @@
+package nodes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/internal/union"
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// LayerChainDirser is implemented by stores that can say where any
+// layer's chain lives on disk, base first, ending with the layer itself,
+// including layers no image uses. Without it layers/<id>/diff and
+// changes are found through an image that uses the layer.
+type LayerChainDirser interface {
+	LayerChainDirs(layerID string) ([]storageview.LayerDir, error)
+}
+
+// layerChain returns the union layers of layerID's chain, base first,
+// ending with the layer itself.
+func (r *Rootfs) layerChain(layerID string) ([]union.Layer, error) {
+	if s, ok := r.store.(LayerChainDirser); ok {
+		dirs, err := s.LayerChainDirs(layerID)
+		if err != nil {
+			return nil, err
+		}
+		return toUnionLayers(dirs), nil
+	}
+	l := r.store.Index().Layer(layerID)
+	if l == nil {
+		return nil, storageview.ErrNotFound
+	}
+	for _, img := range l.Images {
+		dirs, err := r.store.LayerDirs(img)
+		if err != nil {
+			continue
+		}
+		for i, d := range dirs {
+			if d.ID == layerID {
+				return toUnionLayers(dirs[:i+1]), nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("layer %s: no image using it says where it is stored", rootfsShort(layerID))
+}
+
+// LayerDiff returns layers/<id>/diff/ as a child of parent (the
+// layers/<id>/ node): the layer's directory exactly as stored — whiteout
+// devices, ".wh." files and opaque markers shown, not applied. For vfs
+// layers that directory holds the whole tree (docs/ROOTFS.md).
+func (r *Rootfs) LayerDiff(ctx context.Context, parent *fusefs.Inode, layerID string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if ch := parent.GetChild("diff"); ch != nil {
+		if n, ok := ch.Operations().(*rootfsDir); ok {
+			n.fill(&out.Attr)
+			setRootfsTimeouts(out)
+			return ch, 0
+		}
+	}
+	chain, err := r.layerChain(layerID)
+	if err != nil {
+		return nil, r.layerErrno("diff", layerID, err)
+	}
+	st, err := union.NewRaw(chain[len(chain)-1], r.cache)
+	if err != nil {
+		return nil, r.layerErrno("diff", layerID, err)
+	}
+	t := &rootfsTree{r: r, stack: st, all: st.Layers(), key: "l" + layerID, noLayerXattrs: true}
+	return t.newInode(ctx, parent, st.Root(), out), 0
+}
+
+func (r *Rootfs) layerErrno(what, layerID string, err error) syscall.Errno {
+	if errors.Is(err, storageview.ErrNotFound) {
+		return syscall.ENOENT
+	}
+	r.log.Printf("layers/%s/%s: %v", layerID, what, err)
+	return syscall.EIO
+}
+
+// LayerChanges returns layers/<id>/changes as a child of parent.
+func (r *Rootfs) LayerChanges(ctx context.Context, parent *fusefs.Inode, layerID string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	l := r.store.Index().Layer(layerID)
+	if l == nil {
+		return nil, syscall.ENOENT
+	}
+	n := &layerChangesFile{r: r, layerID: layerID}
+	if errno := n.Getattr(ctx, nil, &fuse.AttrOut{}); errno != 0 {
+		return nil, errno
+	}
+	var a fuse.AttrOut
+	n.Getattr(ctx, nil, &a)
+	out.Attr = a.Attr
+	setRootfsTimeouts(out)
+	return parent.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: rootfsChangesIno(layerID)}), 0
+}
+
+// changesOf returns (computed once per layer) the changes file.
+func (r *Rootfs) changesOf(layerID string) ([]byte, error) {
+	c, err := r.layerChangeSet(layerID, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.text, nil
+}
+
+// changeSet is what one layer changes, as a list and as the file.
+type changeSet struct {
+	list []union.Change // sorted by path
+	text []byte
+}
+
+// has reports whether the layer added or changed path ("/etc/passwd").
+func (c *changeSet) has(path string) bool {
+	i := sort.Search(len(c.list), func(i int) bool { return c.list[i].Path >= path })
+	return i < len(c.list) && c.list[i].Path == path && c.list[i].Kind != 'D'
+}
+
+// layerChangeSet computes (once per layer) what the layer changes; chain
+// is the layer's chain (base first, ending with it) when the caller knows
+// it, nil to look it up.
+func (r *Rootfs) layerChangeSet(layerID string, chain []union.Layer) (*changeSet, error) {
+	r.mu.Lock()
+	c, ok := r.changes[layerID]
+	r.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	if chain == nil {
+		var err error
+		if chain, err = r.layerChain(layerID); err != nil {
+			return nil, err
+		}
+	}
+	list, err := union.Changes(chain, len(chain)-1, r.cache)
+	if err != nil {
+		return nil, err
+	}
+	var sb strings.Builder
+	for _, ch := range list {
+		sb.WriteString(ch.String())
+		sb.WriteByte('\n')
+	}
+	c = &changeSet{list: list, text: []byte(sb.String())}
+	r.mu.Lock()
+	r.changes[layerID] = c
+	r.mu.Unlock()
+	return c, nil
+}
+
+// layerChangesFile is layers/<id>/changes: "A /path", "C /path" or
+// "D /path" per line, sorted by path, as podman diff prints the changes of
+// a layer against its parent.
+type layerChangesFile struct {
+	fusefs.Inode
+	r       *Rootfs
+	layerID string
+}
+
+var _ = (fusefs.NodeGetattrer)((*layerChangesFile)(nil))
+
+// Getattr gives the exact size, computing the changes on first use.
+func (f *layerChangesFile) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	b, err := f.r.changesOf(f.layerID)
+	if err != nil {
+		return f.r.layerErrno("changes", f.layerID, err)
+	}
+	out.Mode = syscall.S_IFREG | 0o444 // -r--r--r--
+	out.Nlink = 1
+	out.Size = uint64(len(b))
+	if l := f.r.store.Index().Layer(f.layerID); l != nil && !l.Created.IsZero() {
+		t := l.Created
+		out.SetTimes(&t, &t, &t)
+	}
+	out.SetTimeout(RootfsTimeout)
+	return 0
+}
+
+var _ = (fusefs.NodeOpener)((*layerChangesFile)(nil))
+
+func (f *layerChangesFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+var _ = (fusefs.NodeReader)((*layerChangesFile)(nil))
+
+func (f *layerChangesFile) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	b, err := f.r.changesOf(f.layerID)
+	if err != nil {
+		return nil, f.r.layerErrno("changes", f.layerID, err)
+	}
+	if off >= int64(len(b)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := min(off+int64(len(dest)), int64(len(b)))
+	return fuse.ReadResultData(b[off:end]), 0
+}
+
+var _ = (fusefs.NodeSetattrer)((*layerChangesFile)(nil))
+
+func (f *layerChangesFile) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}

@@ -1,0 +1,47 @@
+package nodes
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// layersDir is layers/: one directory per layer of the store, by full ID.
+type layersDir struct{ dirNode }
+
+func (d *layersDir) stable() fusefs.StableAttr {
+	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: layersIno}
+}
+
+func (d *layersDir) timeouts() (time.Duration, time.Duration) {
+	return d.t.immutableTimeout, d.t.attrTimeout
+}
+
+func (d *layersDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
+	fixedDirAttr(d.t, ix, a, layersIno, len(ix.Layers))
+	return 0
+}
+
+// Lookup finds a layer by full ID.
+func (d *layersDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ix := d.t.index()
+	if ix.Layer(name) == nil {
+		return nil, syscall.ENOENT
+	}
+	return lookupChild(ctx, d.EmbeddedInode(), name, ix, newLayerDir(d.t, name), out)
+}
+
+// Readdir lists every layer, sorted by ID.
+func (d *layersDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ix := d.t.index()
+	ents := make([]fuse.DirEntry, 0, len(ix.Layers))
+	for _, l := range ix.Layers { // sorted by ID
+		ents = append(ents, fuse.DirEntry{Name: l.ID, Mode: syscall.S_IFDIR, Ino: layerIno(l.ID)})
+	}
+	return listing(d.EmbeddedInode(), ents), 0
+}

@@ -1,0 +1,167 @@
+package nodes
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/internal/testenv"
+)
+
+// testMount mounts the tree of store through the kernel with the options
+// fs/ uses, and unmounts it when the test ends (failing the test if that
+// fails or leaves a mount behind).
+func testMount(t *testing.T, store Store, o Options) string {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	dir := t.TempDir()
+	testenv.NoMountsLeft(t, dir)
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sec := time.Second
+	srv, err := fusefs.Mount(mnt, NewRoot(store, o), &fusefs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName: "imagefs-test", Name: "imagefs", DirectMount: true,
+			Options: []string{"nosuid", "nodev", "default_permissions"},
+		},
+		EntryTimeout: &sec, AttrTimeout: &sec, NegativeTimeout: &o.EntryTimeout,
+		RootStableAttr: &fusefs.StableAttr{Ino: RootIno, Mode: syscall.S_IFDIR},
+	})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	return mnt
+}
+
+func TestKernelMount(t *testing.T) {
+	w := newWorld()
+	// Short kernel timeouts, so removal shows at once.
+	mnt := testMount(t, w.s, Options{EntryTimeout: time.Millisecond, AttrTimeout: time.Millisecond})
+	p := func(s string) string { return filepath.Join(mnt, s) }
+
+	ents, err := os.ReadDir(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{"df", "digests", "images", "layers", "names"}) {
+		t.Errorf("root lists %q", names)
+	}
+	st, err := os.Stat(mnt)
+	if err != nil || st.Sys().(*syscall.Stat_t).Ino != RootIno || st.Mode() != fs.ModeDir|0o555 {
+		t.Errorf("root: %v %v", st, err)
+	}
+
+	// Every file: stat size == bytes read, mode 0444.
+	dir := p("images/" + w.alpine.ID)
+	for _, name := range []string{"manifest", "config", "digest", "names", "inspect.json", "history"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("read %s: %v", name, err)
+			continue
+		}
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || st.Size() != int64(len(data)) || st.Mode() != 0o444 {
+			t.Errorf("%s: stat %v (%v), read %d bytes", name, st, err, len(data))
+		}
+		if !st.ModTime().Equal(w.alpine.Created) {
+			t.Errorf("%s: mtime %v, want %v", name, st.ModTime(), w.alpine.Created)
+		}
+	}
+	config, _ := os.ReadFile(filepath.Join(dir, "config"))
+	if sum := sha256.Sum256(config); hex.EncodeToString(sum[:]) != w.alpine.ID {
+		t.Errorf("sha256(config) != ID")
+	}
+
+	// Through a name's symlink and through a prefix: the same directory.
+	target, err := os.Readlink(p("names/docker.io/library/alpine:3.19"))
+	if err != nil || target != "../../../images/"+w.alpine.ID {
+		t.Errorf("readlink = %q, %v", target, err)
+	}
+	viaName, err := os.ReadFile(p("names/docker.io/library/alpine:3.19/manifest"))
+	if err != nil || string(viaName) != string(w.s.manifests[w.alpine.ID]) {
+		t.Errorf("manifest through the name: %q %v", viaName, err)
+	}
+	ino := func(path string, follow bool) uint64 {
+		t.Helper()
+		var st syscall.Stat_t
+		var err error
+		if follow {
+			err = syscall.Stat(path, &st)
+		} else {
+			err = syscall.Lstat(path, &st)
+		}
+		if err != nil {
+			t.Errorf("stat %s: %v", path, err)
+		}
+		return st.Ino
+	}
+	full := ino(dir, true)
+	if full != imageIno(w.alpine.ID) {
+		t.Errorf("image ino %d, want %d", full, imageIno(w.alpine.ID))
+	}
+	for _, other := range []string{p("images/" + w.alpine.ID[:4]), p("names/docker.io/library/alpine:3.19"),
+		p("names/docker.io/library/alpine"), p("digests/" + w.alpine.Digest.String())} {
+		if got := ino(other, true); got != full {
+			t.Errorf("%s: ino %d, want the image's %d", other, got, full)
+		}
+	}
+	if a, b := ino(p("names/docker.io/library/alpine"), false), ino(p("names/docker.io/library/alpine:latest"), false); a != b {
+		t.Errorf("alpine and alpine:latest: inos %d and %d", a, b)
+	}
+	if got := ino(dir, true); got != full {
+		t.Errorf("image ino changed to %d after lookups through other paths", got)
+	}
+	chain, err := os.ReadFile(p("images/" + w.alpine.ID + "/layers/001/info.json"))
+	if err != nil || string(chain) != string(w.s.layerInfo[w.mid]) {
+		t.Errorf("layers/001/info.json through the chain link: %q %v", chain, err)
+	}
+
+	// Writes: EROFS, through the kernel.
+	refused := map[string]error{
+		"mkdir":    os.Mkdir(p("images/new"), 0o755),
+		"write":    os.WriteFile(p("df"), []byte("x"), 0o644),
+		"create":   os.WriteFile(p("names/new"), []byte("x"), 0o644),
+		"remove":   os.Remove(p("names/docker.io/library/alpine:3.19")),
+		"rmdir":    os.Remove(dir),
+		"symlink":  os.Symlink("../../../images/"+w.alpine.ID, p("names/docker.io/library/alpine:new")),
+		"rename":   os.Rename(p("names/docker.io/library/alpine:3.19"), p("names/docker.io/library/alpine:3.20")),
+		"chmod":    os.Chmod(p("df"), 0o644),
+		"truncate": os.Truncate(filepath.Join(dir, "manifest"), 0),
+		"link":     os.Link(filepath.Join(dir, "manifest"), p("names/m")),
+	}
+	for op, err := range refused {
+		if !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: %v, want EROFS", op, err)
+		}
+	}
+
+	// The image goes: ENOENT everywhere, no stale bytes.
+	w.s.remove(w.alpine.ID)
+	time.Sleep(5 * time.Millisecond) // the 1ms kernel timeouts pass
+	for _, path := range []string{dir, filepath.Join(dir, "manifest"), p("names/docker.io/library/alpine:3.19"), p("images/" + w.alpine.ID[:6])} {
+		if _, err := os.ReadFile(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("read %s after removal: %v, want ENOENT", path, err)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package nodes
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// namesDir is names/ or one of its subdirectories: every image name as a
+// path, names/docker.io/library/alpine:3.19, whose last component is a
+// symlink to the image's directory. path is the directory's components
+// below names/ (empty for names/ itself).
+type namesDir struct {
+	dirNode
+	path []string
+}
+
+// latestTag is the tag a repository name without one stands for.
+const latestTag = ":latest"
+
+func (d *namesDir) pathString() string { return strings.Join(d.path, "/") }
+
+func (d *namesDir) stable() fusefs.StableAttr {
+	ino := uint64(namesIno)
+	if len(d.path) > 0 {
+		ino = hashIno(kindNameDir, d.pathString())
+	}
+	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}
+}
+
+func (d *namesDir) timeouts() (time.Duration, time.Duration) {
+	if len(d.path) == 0 {
+		return d.t.immutableTimeout, d.t.attrTimeout
+	}
+	return d.t.entryTimeout, d.t.attrTimeout
+}
+
+func (d *namesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
+	nd := ix.NameDir(d.path)
+	if nd == nil {
+		return syscall.ENOENT
+	}
+	fixedDirAttr(d.t, ix, a, d.stable().Ino, len(nd.Dirs))
+	return 0
+}
+
+// Lookup finds a subdirectory or a name. A repository without a tag
+// (names/docker.io/library/alpine) is its ":latest" name when that exists
+// and no directory has the same name; it is not listed.
+func (d *namesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ix := d.t.index()
+	nd := ix.NameDir(d.path)
+	if nd == nil {
+		return nil, syscall.ENOENT
+	}
+	if nd.Dirs[name] != nil {
+		sub := &namesDir{dirNode: dirNode{node{t: d.t}}, path: append(d.path[:len(d.path):len(d.path)], name)}
+		return lookupChild(ctx, d.EmbeddedInode(), name, ix, sub, out)
+	}
+	leaf := name
+	if _, ok := nd.Leaves[leaf]; !ok {
+		leaf = name + latestTag
+		if strings.ContainsAny(name, ":@") {
+			return nil, syscall.ENOENT
+		}
+		if _, ok := nd.Leaves[leaf]; !ok {
+			return nil, syscall.ENOENT
+		}
+	}
+	return lookupChild(ctx, d.EmbeddedInode(), name, ix, d.link(leaf), out)
+}
+
+// link is the symlink of the name leaf in this directory: relative, with
+// one "../" per level up to the mount's root.
+func (d *namesDir) link(leaf string) *symlink {
+	t := d.t
+	full := leaf
+	if len(d.path) > 0 {
+		full = d.pathString() + "/" + leaf
+	}
+	up := strings.Repeat("../", len(d.path)+1)
+	return &symlink{
+		node: node{t: t},
+		ino:  hashIno(kindName, full),
+		path: "/names/" + full,
+		resolve: func(ix *storageview.Index) (string, time.Time, bool) {
+			img := ix.ImageByName(full)
+			if img == nil {
+				return "", time.Time{}, false
+			}
+			return up + "images/" + img.ID, t.timeOr(ix, img.Created), true
+		},
+		entryTimeout: t.entryTimeout,
+		attrTimeout:  t.attrTimeout,
+	}
+}
+
+// Readdir lists the subdirectories and names of this level, sorted (a
+// directory hides a name spelled the same, which the name grammar rules
+// out anyway).
+func (d *namesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	nd := d.t.index().NameDir(d.path)
+	if nd == nil {
+		return nil, syscall.ENOENT
+	}
+	prefix := d.pathString()
+	if prefix != "" {
+		prefix += "/"
+	}
+	ents := make([]fuse.DirEntry, 0, len(nd.Dirs)+len(nd.Leaves))
+	for name := range nd.Dirs {
+		ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: hashIno(kindNameDir, prefix+name)})
+	}
+	for name := range nd.Leaves {
+		if nd.Dirs[name] == nil {
+			ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFLNK, Ino: hashIno(kindName, prefix+name)})
+		}
+	}
+	sortEntries(ents)
+	return listing(d.EmbeddedInode(), ents), 0
+}

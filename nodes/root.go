@@ -1,0 +1,90 @@
+package nodes
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// NewRoot returns the root directory of the tree of store. Mount it with
+// fusefs.Options.RootStableAttr = &fusefs.StableAttr{Ino: RootIno,
+// Mode: syscall.S_IFDIR}.
+func NewRoot(store Store, opts Options) fusefs.InodeEmbedder {
+	return &rootDir{dirNode{node{t: newTree(store, opts)}}}
+}
+
+// rootDir is the mount's root: the fixed directories images/, names/,
+// digests/, layers/ and the file df.
+type rootDir struct{ dirNode }
+
+// rootEntries are the root's children, sorted by name.
+var rootEntries = []struct {
+	name string
+	mode uint32
+	ino  uint64
+}{
+	{"df", syscall.S_IFREG, dfIno},
+	{"digests", syscall.S_IFDIR, digestsIno},
+	{"images", syscall.S_IFDIR, imagesIno},
+	{"layers", syscall.S_IFDIR, layersIno},
+	{"names", syscall.S_IFDIR, namesIno},
+}
+
+// OnAdd creates the fixed children once, as persistent inodes: they exist
+// for the life of the mount, and write operations notify the kernel
+// through them.
+func (r *rootDir) OnAdd(ctx context.Context) {
+	t := r.t
+	t.root = r.EmbeddedInode()
+	add := func(name string, n treeNode) *fusefs.Inode {
+		ch := r.NewPersistentInode(ctx, n, n.stable())
+		r.AddChild(name, ch, true)
+		return ch
+	}
+	t.images = add("images", &imagesDir{dirNode{node{t: t}}})
+	t.names = add("names", &namesDir{dirNode: dirNode{node{t: t}}})
+	t.digests = add("digests", &digestsDir{dirNode{node{t: t}}})
+	t.layers = add("layers", &layersDir{dirNode{node{t: t}}})
+	add("df", newDFFile(t))
+}
+
+func (r *rootDir) stable() fusefs.StableAttr {
+	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: RootIno}
+}
+
+func (r *rootDir) timeouts() (time.Duration, time.Duration) {
+	return r.t.immutableTimeout, r.t.attrTimeout
+}
+
+func (r *rootDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
+	setAttr(a, RootIno, dirMode, 2+4, 0, r.t.fixedTime(ix))
+	return 0
+}
+
+// Lookup finds the fixed children.
+func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ch := r.GetChild(name)
+	if ch == nil {
+		return nil, syscall.ENOENT
+	}
+	return lookupChild(ctx, r.EmbeddedInode(), name, r.t.index(), ch.Operations().(treeNode), out)
+}
+
+// Readdir lists the fixed children.
+func (r *rootDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ents := make([]fuse.DirEntry, 0, len(rootEntries))
+	for _, e := range rootEntries {
+		ents = append(ents, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: e.ino})
+	}
+	return listing(r.EmbeddedInode(), ents), 0
+}
+
+// fixedDir attributes: the directories of the root.
+func fixedDirAttr(t *tree, ix *storageview.Index, a *fuse.Attr, ino uint64, subdirs int) {
+	setAttr(a, ino, dirMode, uint32(2+subdirs), 0, t.fixedTime(ix))
+}

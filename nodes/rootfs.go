@@ -1,0 +1,312 @@
+package nodes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/internal/union"
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// RootfsTimeout is the kernel entry, attribute and listing cache time of
+// everything under rootfs/ and diff/: layers never change, and a removed
+// image takes its whole directory away.
+const RootfsTimeout = 24 * time.Hour
+
+// Rootfs serves images/<id>/rootfs/, layers/<id>/diff/ and
+// layers/<id>/changes for one mount: it builds the union of an image's
+// layers straight from their directories on disk (internal/union) and
+// shares one bounded listing cache between all images.
+type Rootfs struct {
+	store Store
+	cache *union.Cache
+	log   *log.Logger
+	debug bool
+
+	readLogged atomic.Bool // "reads served by imagefs" said once
+
+	mu      sync.Mutex
+	changes map[string]*changeSet // what each layer changes, computed once per layer
+	mounts  map[string]string     // image ID → fallback mount directory
+}
+
+// RootfsOptions configure a Rootfs.
+type RootfsOptions struct {
+	// CacheEntries bounds the merged directory listings kept in memory,
+	// counted in entries (union.DefaultCacheEntries when 0).
+	CacheEntries int
+	// Debug logs how file content is served (FUSE passthrough or reads
+	// through imagefs) and every fallback.
+	Debug bool
+	// Log receives refusals, fallbacks and errors; nil is log.Default().
+	Log *log.Logger
+}
+
+// NewRootfs returns the rootfs/diff server of a mount over store.
+func NewRootfs(store Store, o RootfsOptions) *Rootfs {
+	l := o.Log
+	if l == nil {
+		l = log.Default()
+	}
+	return &Rootfs{
+		store:   store,
+		cache:   union.NewCache(o.CacheEntries),
+		log:     l,
+		debug:   o.Debug,
+		changes: make(map[string]*changeSet),
+		mounts:  make(map[string]string),
+	}
+}
+
+// ImageRootfs returns the rootfs/ directory of image imageID as a child of
+// parent (the images/<id>/ node), filling out. Manifest lists have none
+// (ENOENT).
+func (r *Rootfs) ImageRootfs(ctx context.Context, parent *fusefs.Inode, imageID string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	img := r.store.Index().ImageByID(imageID)
+	if img == nil || img.IsList {
+		return nil, syscall.ENOENT
+	}
+	if ch := parent.GetChild("rootfs"); ch != nil {
+		if n, ok := ch.Operations().(*rootfsDir); ok {
+			n.fill(&out.Attr)
+			setRootfsTimeouts(out)
+			return ch, 0
+		}
+	}
+	t, err := r.imageTree(img)
+	if errors.Is(err, storageview.ErrNotFound) {
+		return nil, syscall.ENOENT
+	}
+	if err != nil {
+		r.log.Printf("rootfs: image %s: %v", rootfsShort(imageID), err)
+		return nil, syscall.EIO
+	}
+	return t.newInode(ctx, parent, t.stack.Root(), out), 0
+}
+
+// imageTree builds the union of img's layers, or serves a read-only mount
+// of the image when the union cannot read its layers.
+func (r *Rootfs) imageTree(img *storageview.Image) (*rootfsTree, error) {
+	dirs, err := r.store.LayerDirs(img.ID)
+	if errors.Is(err, storageview.ErrNotFound) {
+		return nil, err // the image went away: no fallback
+	}
+	if err == nil {
+		layers := toUnionLayers(dirs)
+		var st *union.Stack
+		if st, err = union.NewStack(layers, r.cache); err == nil {
+			return &rootfsTree{r: r, stack: st, all: layers, key: "i" + img.ID}, nil
+		}
+	}
+	return r.fallbackTree(img.ID, err)
+}
+
+func toUnionLayers(dirs []storageview.LayerDir) []union.Layer {
+	out := make([]union.Layer, len(dirs))
+	for i, d := range dirs {
+		out[i] = union.Layer{ID: d.ID, Path: d.Path, Full: d.Full, AUFS: d.AUFSWhiteouts}
+	}
+	return out
+}
+
+// rootfsTree is one browsable tree: an image's rootfs or a layer's diff.
+type rootfsTree struct {
+	r     *Rootfs
+	stack *union.Stack
+	all   []union.Layer // the image's layers, base first (the stack may use only the top one)
+	key   string        // inode namespace: "i"+image ID, "l"+layer ID
+	// noLayerXattrs: user.imagefs.layer* are not answered (diff/, and
+	// fallback mounts, where the supplying layer is unknown).
+	noLayerXattrs bool
+}
+
+// rootfsNode is what every node under rootfs/ and diff/ shares: the entry
+// it shows and read-only answers for attributes and xattrs.
+type rootfsNode struct {
+	fusefs.Inode
+	tree *rootfsTree
+	ent  *union.Entry
+}
+
+// rootfsDir is a directory of a rootfs/ or diff/ tree.
+type rootfsDir struct{ rootfsNode }
+
+// rootfsFile is a regular file; its content comes from the backing file.
+type rootfsFile struct{ rootfsNode }
+
+// rootfsLink is a symlink; its target is returned as stored, never followed.
+type rootfsLink struct {
+	rootfsNode
+	once   sync.Once
+	target []byte
+	err    error
+}
+
+// rootfsSpecial is a device node, fifo or socket: only attributes and
+// xattrs; the kernel handles opening them (and the mount is nodev).
+type rootfsSpecial struct{ rootfsNode }
+
+// newInode returns the inode of entry e under parent, reusing the child
+// already known by that name.
+func (t *rootfsTree) newInode(ctx context.Context, parent *fusefs.Inode, e *union.Entry, out *fuse.EntryOut) *fusefs.Inode {
+	var ops fusefs.InodeEmbedder
+	var base *rootfsNode
+	switch e.Stat.Mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		n := &rootfsDir{}
+		ops, base = n, &n.rootfsNode
+	case syscall.S_IFREG:
+		n := &rootfsFile{}
+		ops, base = n, &n.rootfsNode
+	case syscall.S_IFLNK:
+		n := &rootfsLink{}
+		ops, base = n, &n.rootfsNode
+	default:
+		n := &rootfsSpecial{}
+		ops, base = n, &n.rootfsNode
+	}
+	base.tree, base.ent = t, e
+	base.fillAttr(&out.Attr)
+	setRootfsTimeouts(out)
+	return parent.NewInode(ctx, ops, fusefs.StableAttr{Mode: e.Stat.Mode & syscall.S_IFMT, Ino: t.ino(e)})
+}
+
+func setRootfsTimeouts(out *fuse.EntryOut) {
+	out.SetEntryTimeout(RootfsTimeout)
+	out.SetAttrTimeout(RootfsTimeout)
+}
+
+var _ = (fusefs.NodeLookuper)((*rootfsDir)(nil))
+
+// Lookup answers from the merged listing of the directory (built on first
+// visit); names of the listing already known keep their inode.
+func (d *rootfsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	e, err := d.tree.stack.Lookup(d.ent, name)
+	if err != nil {
+		return nil, d.tree.errno("lookup", d.ent.Path+"/"+name, err)
+	}
+	if e == nil {
+		return nil, syscall.ENOENT
+	}
+	if ch := d.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(interface{ node() *rootfsNode }); ok && n.node().ent.Stat.Ino == e.Stat.Ino {
+			n.node().fillAttr(&out.Attr)
+			setRootfsTimeouts(out)
+			return ch, 0
+		}
+	}
+	return d.tree.newInode(ctx, d.EmbeddedInode(), e, out), 0
+}
+
+func (n *rootfsNode) node() *rootfsNode { return n }
+
+var _ = (fusefs.NodeOpendirHandler)((*rootfsDir)(nil))
+
+// OpendirHandle returns the merged listing, sorted by name, and lets the
+// kernel cache it (FOPEN_CACHE_DIR): a layer's directories never change.
+func (d *rootfsDir) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	l, err := d.tree.stack.List(d.ent)
+	if err != nil {
+		return nil, 0, d.tree.errno("readdir", d.ent.Path, err)
+	}
+	self := d.StableAttr().Ino
+	parent := self
+	if _, p := d.Parent(); p != nil {
+		parent = p.StableAttr().Ino
+	}
+	ents := make([]fuse.DirEntry, 0, len(l.Entries)+2)
+	ents = append(ents,
+		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self},
+		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parent})
+	for _, e := range l.Entries {
+		ents = append(ents, fuse.DirEntry{Name: e.Name, Mode: e.Stat.Mode & syscall.S_IFMT, Ino: d.tree.ino(e)})
+	}
+	return &rootfsListHandle{ents: ents}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// rootfsListHandle streams a fixed directory listing; offsets are positions.
+type rootfsListHandle struct {
+	mu   sync.Mutex
+	ents []fuse.DirEntry
+	pos  int
+}
+
+var _ = (fusefs.FileReaddirenter)((*rootfsListHandle)(nil))
+
+func (h *rootfsListHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pos >= len(h.ents) {
+		return nil, 0
+	}
+	e := h.ents[h.pos]
+	h.pos++
+	e.Off = uint64(h.pos)
+	return &e, 0
+}
+
+var _ = (fusefs.FileSeekdirer)((*rootfsListHandle)(nil))
+
+func (h *rootfsListHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off > uint64(len(h.ents)) {
+		return syscall.EINVAL
+	}
+	h.pos = int(off)
+	return 0
+}
+
+var _ = (fusefs.NodeReadlinker)((*rootfsLink)(nil))
+
+// Readlink returns the target exactly as stored (absolute and dangling
+// targets included); it is read once.
+func (l *rootfsLink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	l.once.Do(func() {
+		var t string
+		t, l.err = l.tree.stack.Readlink(l.ent)
+		l.target = []byte(t)
+	})
+	if l.err != nil {
+		return nil, l.tree.errno("readlink", l.ent.Path, l.err)
+	}
+	return l.target, 0
+}
+
+// errno maps a union error to an errno, logging what is not a plain
+// "gone" (an image removed while browsing).
+func (t *rootfsTree) errno(op, path string, err error) syscall.Errno {
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		switch en {
+		case syscall.ENOENT, syscall.ENOTDIR:
+			return syscall.ENOENT
+		case syscall.ENODATA, syscall.EINTR, syscall.ERANGE:
+			return en
+		}
+	}
+	t.r.log.Printf("rootfs: %s %q: %v", op, "/"+path, err)
+	if en != 0 {
+		return en
+	}
+	return syscall.EIO
+}
+
+func rootfsShort(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// rootfsLayerName is a layer's name in images/<id>/layers/.
+func rootfsLayerName(i int) string { return fmt.Sprintf("%03d", i) }

@@ -1,0 +1,478 @@
+package nodes
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/imagefs/imagefs/internal/testenv"
+	"github.com/imagefs/imagefs/internal/union"
+	"github.com/imagefs/imagefs/internal/union/treecmp"
+	"github.com/imagefs/imagefs/internal/union/uniontest"
+	"github.com/imagefs/imagefs/storageview"
+	"github.com/imagefs/imagefs/xattrs"
+)
+
+// rootfsFakeStore is a Store with one image whose layers are directories
+// the test wrote.
+type rootfsFakeStore struct {
+	ix     *storageview.Index
+	dirs   []storageview.LayerDir
+	broken bool // LayerDirs fails
+}
+
+func (s *rootfsFakeStore) Index() *storageview.Index            { return s.ix }
+func (s *rootfsFakeStore) Manifest(string) ([]byte, error)      { return nil, storageview.ErrNotFound }
+func (s *rootfsFakeStore) Config(string) ([]byte, error)        { return nil, storageview.ErrNotFound }
+func (s *rootfsFakeStore) InspectJSON(string) ([]byte, error)   { return nil, storageview.ErrNotFound }
+func (s *rootfsFakeStore) History(string) ([]byte, error)       { return nil, storageview.ErrNotFound }
+func (s *rootfsFakeStore) DF() ([]byte, error)                  { return nil, nil }
+func (s *rootfsFakeStore) LayerInfoJSON(string) ([]byte, error) { return nil, storageview.ErrNotFound }
+func (s *rootfsFakeStore) Instances(string) ([]storageview.Instance, error) {
+	return nil, storageview.ErrNotFound
+}
+
+func (s *rootfsFakeStore) LayerDirs(id string) ([]storageview.LayerDir, error) {
+	if s.broken || s.ix.ImageByID(id) == nil {
+		return nil, storageview.ErrNotFound
+	}
+	return s.dirs, nil
+}
+
+const rootfsTestImage = "1111111111111111111111111111111111111111111111111111111111111111"
+
+func newRootfsFakeStore(layers []union.Layer, aufs bool) *rootfsFakeStore {
+	s := &rootfsFakeStore{}
+	var ids []string
+	var ls []*storageview.Layer
+	for i, l := range layers {
+		id := strings.Repeat(fmt.Sprint(i+2), 64)
+		ids = append(ids, id)
+		parent := ""
+		if i > 0 {
+			parent = ids[i-1]
+		}
+		ls = append(ls, &storageview.Layer{ID: id, Parent: parent})
+		s.dirs = append(s.dirs, storageview.LayerDir{ID: id, Path: l.Path, AUFSWhiteouts: aufs})
+	}
+	img := &storageview.Image{ID: rootfsTestImage, Layers: ids, TopLayer: ids[len(ids)-1]}
+	s.ix = storageview.NewIndex(1, []*storageview.Image{img}, ls)
+	return s
+}
+
+// rootfsTestRoot mounts rootfs/ of the fake image, and diff/ and changes
+// of every layer as diff-N and changes-N.
+type rootfsTestRoot struct {
+	fusefs.Inode
+	r     *Rootfs
+	store *rootfsFakeStore
+}
+
+func (n *rootfsTestRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if name == "rootfs" {
+		return n.r.ImageRootfs(ctx, n.EmbeddedInode(), rootfsTestImage, out)
+	}
+	var i int
+	if _, err := fmt.Sscanf(name, "diff-%d", &i); err == nil && i < len(n.store.dirs) {
+		return n.r.LayerDiff(ctx, n.EmbeddedInode(), n.store.dirs[i].ID, out)
+	}
+	if _, err := fmt.Sscanf(name, "changes-%d", &i); err == nil && i < len(n.store.dirs) {
+		return n.r.LayerChanges(ctx, n.EmbeddedInode(), n.store.dirs[i].ID, out)
+	}
+	return nil, syscall.ENOENT
+}
+
+// mountRootfs mounts the tree of store; it is unmounted when the test ends.
+func mountRootfs(t *testing.T, store *rootfsFakeStore, logw io.Writer) (string, *fuse.Server) {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	mnt := t.TempDir()
+	testenv.NoMountsLeft(t, mnt)
+	if logw == nil {
+		logw = io.Discard
+	}
+	logger := log.New(logw, "", 0)
+	root := &rootfsTestRoot{r: NewRootfs(store, RootfsOptions{Log: logger, Debug: true}), store: store}
+	// NullPermissions: show mode 0 as stored (/etc/shadow is 0000 in
+	// many images); go-fuse would otherwise turn it into 0644.
+	srv, err := fusefs.Mount(mnt, root, &fusefs.Options{NullPermissions: true,
+		MountOptions: fuse.MountOptions{
+			FsName: "imagefs-test", Name: "imagefs", DirectMount: true,
+			Options:              []string{"default_permissions"},
+			EnableSymlinkCaching: true,
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	return mnt, srv
+}
+
+var rootfsIgnoreImagefs = func(name string) bool { return strings.HasPrefix(name, "user.imagefs.") }
+
+// TestRootfsMountMatchesKernel walks rootfs/ through a real FUSE mount and
+// the same layers mounted by the kernel's overlayfs: zero differences.
+func TestRootfsMountMatchesKernel(t *testing.T) {
+	for _, aufs := range []bool{false, true} {
+		t.Run(fmt.Sprintf("aufs=%v", aufs), func(t *testing.T) {
+			testenv.RequireFUSE(t)
+			base := t.TempDir()
+			layers := uniontest.BuildStack(t, filepath.Join(base, "layers"), aufs)
+			kernel := layers
+			if aufs {
+				kernel = nil
+				for _, l := range layers {
+					k := filepath.Join(base, "kernel", l.ID)
+					uniontest.CopyTree(t, l.Path, k)
+					uniontest.ToKernel(t, k)
+					kernel = append(kernel, union.Layer{ID: l.ID, Path: k})
+				}
+			}
+			mnt, _ := mountRootfs(t, newRootfsFakeStore(layers, aufs), nil)
+			want, err := treecmp.Walk(uniontest.KernelMount(t, kernel), treecmp.Options{DirNlink: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := treecmp.Walk(filepath.Join(mnt, "rootfs"), treecmp.Options{DirNlink: true, IgnoreXattr: rootfsIgnoreImagefs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range treecmp.Diff(want, got) {
+				t.Error(d)
+			}
+			if len(got.Vanished) > 0 {
+				t.Errorf("rootfs lists names it cannot look up: %v", got.Vanished)
+			}
+			if len(got.Nodes) < 35 {
+				t.Errorf("only %d entries walked", len(got.Nodes))
+			}
+		})
+	}
+}
+
+func getxattr(p, name string) (string, error) {
+	buf := make([]byte, 256)
+	n, err := unix.Lgetxattr(p, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// TestRootfsXattrsAndReadOnly checks the imagefs xattrs, errno of xattr
+// calls, and that every change is EROFS.
+func TestRootfsXattrsAndReadOnly(t *testing.T) {
+	testenv.RequireFUSE(t)
+	layers := uniontest.BuildStack(t, t.TempDir(), false)
+	store := newRootfsFakeStore(layers, false)
+	mnt, _ := mountRootfs(t, store, nil)
+	rfs := filepath.Join(mnt, "rootfs")
+	for p, want := range map[string]int{"bin/sh": 0, "etc/passwd": 2, "readd": 2, "opq/c": 1, "swapfile": 1, "merged/a/mid": 1, "": 2} {
+		id, err := getxattr(filepath.Join(rfs, p), xattrs.RootfsLayer)
+		if err != nil || id != store.dirs[want].ID {
+			t.Errorf("%s: %s = %q, %v; want layer %d %s", p, xattrs.RootfsLayer, id, err, want, store.dirs[want].ID)
+		}
+		idx, err := getxattr(filepath.Join(rfs, p), xattrs.RootfsLayerIndex)
+		if err != nil || idx != fmt.Sprintf("%03d", want) {
+			t.Errorf("%s: %s = %q, %v; want %03d", p, xattrs.RootfsLayerIndex, idx, err, want)
+		}
+	}
+	passwd := filepath.Join(rfs, "etc/passwd")
+	if _, err := getxattr(passwd, "user.absent"); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("absent xattr: %v, want ENODATA", err)
+	}
+	sz, err := unix.Listxattr(filepath.Join(rfs, "bin/ping"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, sz)
+	n, _ := unix.Listxattr(filepath.Join(rfs, "bin/ping"), buf)
+	if got := string(buf[:n]); got != "security.capability\x00" {
+		t.Errorf("listxattr bin/ping = %q, want only security.capability (no user.imagefs.*)", got)
+	}
+	if _, err := unix.Listxattr(filepath.Join(rfs, "bin/ping"), make([]byte, 3)); !errors.Is(err, unix.ERANGE) {
+		t.Errorf("listxattr into 3 bytes: %v, want ERANGE", err)
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(rfs, "bin/ping"), "security.capability", make([]byte, 3)); !errors.Is(err, unix.ERANGE) {
+		t.Errorf("getxattr into 3 bytes: %v, want ERANGE", err)
+	}
+	if n, err := unix.Lgetxattr(filepath.Join(rfs, "bin/ping"), "security.capability", nil); err != nil || n != 20 {
+		t.Errorf("getxattr size query: %d %v, want 20", n, err)
+	}
+
+	for what, err := range map[string]error{
+		"open for write": func() error { f, err := os.OpenFile(passwd, os.O_WRONLY, 0); f.Close(); return err }(),
+		"truncate":       os.Truncate(passwd, 0),
+		"create":         os.WriteFile(filepath.Join(rfs, "etc/new"), nil, 0o644),
+		"mkdir":          os.Mkdir(filepath.Join(rfs, "newd"), 0o755),
+		"remove":         os.Remove(passwd),
+		"rmdir":          os.Remove(filepath.Join(rfs, "opq")),
+		"rename":         os.Rename(passwd, filepath.Join(rfs, "etc/p2")),
+		"symlink":        os.Symlink("x", filepath.Join(rfs, "l")),
+		"link":           os.Link(passwd, filepath.Join(rfs, "etc/p3")),
+		"chmod":          os.Chmod(passwd, 0o777),
+		"chown":          os.Lchown(passwd, 1, 1),
+		"setxattr":       unix.Lsetxattr(passwd, "user.x", []byte("y"), 0),
+		"removexattr":    unix.Lremovexattr(filepath.Join(rfs, "bin/ping"), "security.capability"),
+		"mknod":          unix.Mknod(filepath.Join(rfs, "fifo"), unix.S_IFIFO|0o644, 0),
+	} {
+		if !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: %v, want EROFS", what, err)
+		}
+	}
+	if b, err := os.ReadFile(passwd); err != nil || string(b) != "root:x:0:0\nuser:x:1000:1000\n" {
+		t.Errorf("etc/passwd after refused writes: %q %v", b, err)
+	}
+	if tgt, err := os.Readlink(filepath.Join(rfs, "abs")); err != nil || tgt != "/etc/passwd" {
+		t.Errorf("abs symlink: %q %v", tgt, err)
+	}
+}
+
+// TestRootfsSharedInodes: hardlinks share an inode number; a repeated
+// lookup gives the same number.
+func TestRootfsSharedInodes(t *testing.T) {
+	testenv.RequireFUSE(t)
+	mnt, _ := mountRootfs(t, newRootfsFakeStore(uniontest.BuildStack(t, t.TempDir(), false), false), nil)
+	ino := func(p string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(mnt, "rootfs", p), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	if ino("bin/hard1") != ino("usr/hard3") {
+		t.Error("hardlinks bin/hard1 and usr/hard3 have different inode numbers")
+	}
+	if ino("bin/hard1") == ino("bin/sh") || ino("etc") == ino("bin") {
+		t.Error("distinct files share an inode number")
+	}
+	if ino("etc") < RootfsInoBase || ino("bin/sh") < RootfsInoBase {
+		t.Errorf("inode numbers below RootfsInoBase")
+	}
+	for _, dir := range []string{"", "bin", "merged/a", "dev"} {
+		for name, dino := range rootfsDirentInos(t, filepath.Join(mnt, "rootfs", dir)) {
+			if name == "." || name == ".." {
+				continue
+			}
+			if got := ino(filepath.Join(dir, name)); got != dino {
+				t.Errorf("%s/%s: readdir inode %d, lookup %d", dir, name, dino, got)
+			}
+		}
+	}
+}
+
+// TestLayerDiffAndChanges shows a layer raw and its changes.
+func TestLayerDiffAndChanges(t *testing.T) {
+	testenv.RequireFUSE(t)
+	layers := uniontest.BuildStack(t, t.TempDir(), false)
+	mnt, _ := mountRootfs(t, newRootfsFakeStore(layers, false), nil)
+	want, err := treecmp.Walk(layers[1].Path, treecmp.Options{DirNlink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := treecmp.Walk(filepath.Join(mnt, "diff-1"), treecmp.Options{DirNlink: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range treecmp.Diff(want, got) {
+		t.Error(d)
+	}
+	if n := want.Nodes["etc/group"]; n == nil || n.Mode&unix.S_IFMT != unix.S_IFCHR {
+		t.Errorf("diff-1 does not show the etc/group whiteout device")
+	}
+	b, err := os.ReadFile(filepath.Join(mnt, "changes-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want2 = "C /etc\nC /etc/passwd\nC /merged\nC /merged/a\nA /merged/a/top\nA /readd\n"
+	if string(b) != want2 {
+		t.Errorf("changes-2:\n%s\nwant\n%s", b, want2)
+	}
+	fi, err := os.Stat(filepath.Join(mnt, "changes-2"))
+	if err != nil || fi.Size() != int64(len(want2)) {
+		t.Errorf("changes-2 size %v %v, want %d", fi.Size(), err, len(want2))
+	}
+}
+
+// TestRootfsReadsAfterLayerRemoval: a file open in rootfs keeps reading
+// (or fails cleanly) once the layer directories are gone, and new lookups
+// fail without hanging.
+func TestRootfsReadsAfterLayerRemoval(t *testing.T) {
+	testenv.RequireFUSE(t)
+	base := t.TempDir()
+	layers := uniontest.BuildStack(t, base, false)
+	mnt, _ := mountRootfs(t, newRootfsFakeStore(layers, false), nil)
+	f, err := os.Open(filepath.Join(mnt, "rootfs/etc/passwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, l := range layers {
+		if err := os.RemoveAll(l.Path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := io.ReadAll(f)
+	if err == nil && string(b) != "root:x:0:0\nuser:x:1000:1000\n" {
+		t.Errorf("open file read %q after removal", b)
+	}
+	if _, err := os.ReadDir(filepath.Join(mnt, "rootfs/usr/lib")); err == nil {
+		t.Log("listing of a never-visited dir still answered after removal")
+	}
+}
+
+// TestRootfsFallbackRefusal: with layers the union cannot read and no
+// way to mount, rootfs/ fails with EIO and says why in the log.
+func TestRootfsFallbackRefusal(t *testing.T) {
+	testenv.RequireFUSE(t)
+	store := newRootfsFakeStore([]union.Layer{{ID: "x", Path: "/nonexistent/layer"}}, false)
+	var logb rootfsLogBuffer
+	mnt, _ := mountRootfs(t, store, &logb)
+	if _, err := os.Stat(filepath.Join(mnt, "rootfs")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("stat rootfs: %v, want EIO", err)
+	}
+	if !strings.Contains(logb.String(), "not readable") {
+		t.Errorf("log does not say why: %q", logb.String())
+	}
+}
+
+// TestRootfsFileContent reads a large file through the mount; when the
+// kernel offers FUSE passthrough the reads must not reach imagefs.
+func TestRootfsFileContent(t *testing.T) {
+	testenv.RequireFUSE(t)
+	l := uniontest.NewLayer(t, t.TempDir(), "l0", false)
+	big := make([]byte, 8<<20+123)
+	for i := range big {
+		big[i] = byte(i*7 + i>>12)
+	}
+	l.File("big", string(big), 0o644)
+	var logb rootfsLogBuffer
+	mnt, srv := mountRootfs(t, newRootfsFakeStore([]union.Layer{{ID: "l0", Path: l.Dir}}, false), &logb)
+	got, err := os.ReadFile(filepath.Join(mnt, "rootfs/big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(big) {
+		t.Fatalf("big file content differs (%d bytes read)", len(got))
+	}
+	readThrough := strings.Contains(logb.String(), "read through imagefs")
+	if PassthroughInUse(srv) && readThrough {
+		t.Errorf("kernel offers passthrough but reads reached imagefs: %s", logb.String())
+	}
+	if !PassthroughInUse(srv) && !readThrough {
+		t.Errorf("no passthrough and --debug did not say reads go through imagefs")
+	}
+	t.Logf("passthrough in use: %v", PassthroughInUse(srv))
+}
+
+// rootfsLogBuffer is a log sink safe for the server's goroutines.
+type rootfsLogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *rootfsLogBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *rootfsLogBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRootfsInTree: the full read-side tree shows images/<id>/rootfs/,
+// layers/<id>/diff/ and layers/<id>/changes, with the inode numbers
+// readdir gives.
+func TestRootfsInTree(t *testing.T) {
+	testenv.RequireFUSE(t)
+	store := newRootfsFakeStore(uniontest.BuildStack(t, t.TempDir(), false), false)
+	mnt := t.TempDir()
+	testenv.NoMountsLeft(t, mnt)
+	srv, err := fusefs.Mount(mnt, NewRoot(store, Options{Log: log.New(io.Discard, "", 0)}), &fusefs.Options{
+		NullPermissions: true,
+		RootStableAttr:  &fusefs.StableAttr{Ino: RootIno, Mode: syscall.S_IFDIR},
+		MountOptions:    fuse.MountOptions{FsName: "imagefs-test", Name: "imagefs", DirectMount: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	img := filepath.Join(mnt, "images", rootfsTestImage)
+	if b, err := os.ReadFile(filepath.Join(img, "rootfs/etc/passwd")); err != nil || !strings.HasPrefix(string(b), "root:") {
+		t.Errorf("images/<id>/rootfs/etc/passwd: %q %v", b, err)
+	}
+	top := store.dirs[2].ID
+	if b, err := os.ReadFile(filepath.Join(mnt, "layers", top, "changes")); err != nil || !strings.Contains(string(b), "A /readd\n") {
+		t.Errorf("layers/<top>/changes: %q %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, "layers", top, "diff/merged/a/top")); err != nil {
+		t.Errorf("layers/<top>/diff: %v", err)
+	}
+	for dir, name := range map[string]string{img: "rootfs", filepath.Join(mnt, "layers", top): "diff"} {
+		inos := rootfsDirentInos(t, dir)
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if ino, ok := inos[name]; !ok || ino != st.Ino {
+			t.Errorf("%s/%s: readdir gives inode %d (listed %v), lookup %d", dir, name, ino, ok, st.Ino)
+		}
+	}
+}
+
+// rootfsDirentInos reads dir with getdents64: name → d_ino.
+func rootfsDirentInos(t *testing.T, dir string) map[string]uint64 {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	out := map[string]uint64{}
+	buf := make([]byte, 1<<16)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return out
+		}
+		for off := 0; off < n; {
+			ino := binary.LittleEndian.Uint64(buf[off:])
+			reclen := int(binary.LittleEndian.Uint16(buf[off+16:]))
+			name := buf[off+19 : off+reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			out[string(name)] = ino
+			off += reclen
+		}
+	}
+}

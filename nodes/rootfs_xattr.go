@@ -1,0 +1,100 @@
+package nodes
+
+import (
+	"context"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/imagefs/imagefs/xattrs"
+)
+
+var _ = (fusefs.NodeGetxattrer)((*rootfsNode)(nil))
+
+// Getxattr returns the xattr as stored in the layer that supplies the
+// entry (overlay's own markers hidden). Names the entry lacks are ENODATA
+// from the index, without touching the layer once its xattrs are known.
+// user.imagefs.layer and user.imagefs.layer-index name the supplying layer;
+// they are answered but never listed.
+func (n *rootfsNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	var v []byte
+	switch attr {
+	case xattrs.RootfsLayer, xattrs.RootfsLayerIndex:
+		i, errno := n.layerIndex()
+		if errno != 0 {
+			return 0, errno
+		}
+		if attr == xattrs.RootfsLayer {
+			v = []byte(n.tree.all[i].ID)
+		} else {
+			v = []byte(rootfsLayerName(i))
+		}
+	default:
+		var err error
+		if v, err = n.tree.stack.GetXattr(n.ent, attr); err != nil {
+			return 0, n.tree.errno("getxattr", n.ent.Path, err)
+		}
+	}
+	return rootfsCopyXattr(dest, v)
+}
+
+// layerIndex is the index in the image's layers (images/<id>/layers/NNN)
+// of the layer that supplied the entry.
+func (n *rootfsNode) layerIndex() (int, syscall.Errno) {
+	t := n.tree
+	if t.noLayerXattrs || n.ent.Layer < 0 {
+		return 0, syscall.ENODATA
+	}
+	if len(t.stack.Layers()) == len(t.all) {
+		return n.ent.Layer, 0
+	}
+	// Full (vfs) layers: the stack shows only the top directory. The entry
+	// comes from the topmost layer whose changes add or change it, as the
+	// topmost diff holding it does for overlay.
+	if n.ent.Path == "" {
+		return len(t.all) - 1, 0
+	}
+	for k := len(t.all) - 1; k > 0; k-- {
+		c, err := t.r.layerChangeSet(t.all[k].ID, t.all[:k+1])
+		if err != nil {
+			return 0, t.errno("getxattr", n.ent.Path, err)
+		}
+		if c.has("/" + n.ent.Path) {
+			return k, 0
+		}
+	}
+	return 0, 0
+}
+
+var _ = (fusefs.NodeListxattrer)((*rootfsNode)(nil))
+
+// Listxattr lists the stored xattrs, NUL-terminated, without the
+// user.imagefs.* names (so cp -a, rsync -X and tar --xattrs skip them).
+func (n *rootfsNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	names, err := n.tree.stack.ListXattr(n.ent)
+	if err != nil {
+		return 0, n.tree.errno("listxattr", n.ent.Path, err)
+	}
+	size := 0
+	for _, name := range names {
+		size += len(name) + 1
+	}
+	if len(dest) < size {
+		return uint32(size), syscall.ERANGE
+	}
+	off := 0
+	for _, name := range names {
+		off += copy(dest[off:], name)
+		dest[off] = 0
+		off++
+	}
+	return uint32(size), 0
+}
+
+// rootfsCopyXattr copies v into dest, or says how big dest must be.
+func rootfsCopyXattr(dest, v []byte) (uint32, syscall.Errno) {
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}

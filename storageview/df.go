@@ -1,0 +1,112 @@
+package storageview
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+)
+
+// DiskUsage is the df file's numbers. Sizes are bytes of layer content
+// (each layer's uncompressed size from its record, measured on disk when
+// the record has none); image metadata (manifests, configs) is not
+// counted.
+type DiskUsage struct {
+	Images      int   // images in the store, each once however many names it has
+	Active      int   // images used by at least one container
+	Size        int64 // every layer of every image, shared layers once
+	Reclaimable int64 // what removing every image no container uses would free
+	PerImage    []ImageUsage
+}
+
+// ImageUsage is one image's line of the df file.
+type ImageUsage struct {
+	ID         string
+	Size       int64 // its layer chain
+	Unique     int64 // its layers no other image uses
+	Containers int
+	Names      []string
+}
+
+// Usage computes the disk usage of the images in ix. Reclaimable counts
+// the layers that only images without containers use: images with
+// containers stay, and so do images of read-only stores, which cannot be
+// removed.
+func (v *View) Usage(ix *Index) DiskUsage {
+	du := DiskUsage{Images: len(ix.Images)}
+	kept := map[string]bool{}
+	counted := map[string]bool{}
+	for _, img := range ix.Images {
+		u := ImageUsage{ID: img.ID, Containers: len(img.Containers), Names: img.Names}
+		stays := len(img.Containers) > 0 || img.ReadOnly
+		if len(img.Containers) > 0 {
+			du.Active++
+		}
+		for _, id := range img.Layers {
+			l := ix.Layer(id)
+			if l == nil {
+				continue
+			}
+			n := v.layerSize(l)
+			u.Size += n
+			if len(l.Images) == 1 {
+				u.Unique += n
+			}
+			if !counted[id] {
+				counted[id] = true
+				du.Size += n
+			}
+			if stays {
+				kept[id] = true
+			}
+		}
+		du.PerImage = append(du.PerImage, u)
+	}
+	du.Reclaimable = du.Size
+	for id := range kept {
+		du.Reclaimable -= v.layerSize(ix.Layer(id))
+	}
+	return du
+}
+
+// DF returns the df file: a summary line like `podman system df`'s Images
+// line, with sizes in bytes, then one line per image (sorted by ID):
+//
+//	TYPE    TOTAL  ACTIVE  SIZE   RECLAIMABLE
+//	Images  3      1       30720  10240
+//
+//	IMAGE ID   SIZE   UNIQUE  SHARED  CONTAINERS  NAMES
+//	<64 hex>   20480  10240   10240   1           localhost/a:1,localhost/b:1
+//
+// NAMES is "<none>" for an image without names.
+func (v *View) DF() ([]byte, error) {
+	ix := v.Index()
+	k := docKey{docDF, ""}
+	if b, ok := v.cache.doc(ix.Generation, k); ok {
+		return b, nil
+	}
+	du := v.Usage(ix)
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "TYPE\tTOTAL\tACTIVE\tSIZE\tRECLAIMABLE\n")
+	fmt.Fprintf(tw, "Images\t%d\t%d\t%d\t%d\n", du.Images, du.Active, du.Size, du.Reclaimable)
+	if err := tw.Flush(); err != nil {
+		return nil, err
+	}
+	buf.WriteString("\n")
+	tw = tabwriter.NewWriter(&buf, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "IMAGE ID\tSIZE\tUNIQUE\tSHARED\tCONTAINERS\tNAMES\n")
+	for _, u := range du.PerImage {
+		names := "<none>"
+		if len(u.Names) > 0 {
+			names = strings.Join(u.Names, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", u.ID, u.Size, u.Unique, u.Size-u.Unique, u.Containers, names)
+	}
+	if err := tw.Flush(); err != nil {
+		return nil, err
+	}
+	b := buf.Bytes()
+	v.cache.putDoc(ix.Generation, k, b)
+	return b, nil
+}

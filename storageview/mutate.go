@@ -1,0 +1,608 @@
+package storageview
+
+// The changes the tree asks for — tag, untag, remove, retag — with podman's
+// rules (containers/common libimage: Image.Tag, Image.Untag,
+// Image.removeRecursive, Runtime.LookupImage), written fresh on top of
+// go.podman.io/storage, since containers/common is not available here.
+//
+// Every lookup reads the store itself, not an Index snapshot, so a decision
+// is taken on the store's current records; every change invalidates the
+// index so the next Index() shows it.
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	digest "github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/pkg/sysregistriesv2"
+	"go.podman.io/storage"
+)
+
+// More errors of the mutations; nodes map them to errno.
+var (
+	// ErrNameTaken: a rename onto a name another image holds (EEXIST).
+	ErrNameTaken = errors.New("name is held by another image")
+)
+
+// nameMu serializes this process's read-modify-write changes of names
+// lists (c/storage offers no compare-and-set; podman has the same window
+// against other processes).
+var nameMu sync.Mutex
+
+// mutator applies changes to a store. View builds one per call from its
+// store, its read-only option and its Invalidate.
+type mutator struct {
+	store    storage.Store
+	readOnly bool   // the view was opened read-only (mount --read-only)
+	changed  func() // called after every change that reached the store
+}
+
+func (m *mutator) done() {
+	if m.changed != nil {
+		m.changed()
+	}
+}
+
+// NormalizeName returns name as `podman tag` stores it (libimage
+// NormalizeName): a name whose first component is not a registry (no '.'
+// or ':', not "localhost") gets "localhost/" in front ("app" →
+// "localhost/app:latest"); docker.io names are completed
+// ("docker.io/alpine" → "docker.io/library/alpine:latest"); ":latest" is
+// added when there is neither tag nor digest; of a name with both tag and
+// digest only the digest stays. Bad grammar (upper case, bad characters,
+// over-long) is ErrInvalidName.
+func NormalizeName(name string) (string, error) {
+	named, err := normalizeName(name)
+	if err != nil {
+		return "", err
+	}
+	return named.String(), nil
+}
+
+func normalizeName(name string) (reference.Named, error) {
+	if name == "" {
+		return nil, fmt.Errorf("%w: empty name", ErrInvalidName)
+	}
+	if strings.HasPrefix(name, "sha256:") {
+		return nil, fmt.Errorf("%w: %q is a digest, not a name", ErrInvalidName, name)
+	}
+	ref, err := reference.Parse(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %v", ErrInvalidName, name, err)
+	}
+	named, ok := ref.(reference.Named)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q has no repository", ErrInvalidName, name)
+	}
+	if d := reference.Domain(named); !strings.ContainsAny(d, ".:") && d != "localhost" {
+		name = "localhost/" + name
+	}
+	named, err = reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %v", ErrInvalidName, name, err)
+	}
+	if _, tagged := named.(reference.NamedTagged); tagged {
+		if dig, ok := named.(reference.Digested); ok {
+			return reference.WithDigest(reference.TrimNamed(named), dig.Digest())
+		}
+		return named, nil
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return named, nil
+	}
+	return reference.TagNameOnly(named), nil
+}
+
+// tagName is normalizeName for a name to tag with: digested names are
+// refused, as podman tag refuses them.
+func tagName(name string) (string, error) {
+	named, err := normalizeName(name)
+	if err != nil {
+		return "", err
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return "", fmt.Errorf("%w: cannot tag with a digested name %q", ErrInvalidName, name)
+	}
+	return named.String(), nil
+}
+
+// images lists the store's images once for a lookup.
+func (m *mutator) images() ([]storage.Image, error) {
+	imgs, err := m.store.Images()
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	return imgs, nil
+}
+
+// byID returns the image with exactly this ID. An ID found both in the
+// writable store and in an additional store is the writable record (as
+// c/storage's Image does).
+func byID(imgs []storage.Image, id string) *storage.Image {
+	var found *storage.Image
+	for i := range imgs {
+		if imgs[i].ID == id && (found == nil || found.ReadOnly) {
+			found = &imgs[i]
+		}
+	}
+	return found
+}
+
+// byName returns the image holding exactly this stored name.
+func byName(imgs []storage.Image, name string) *storage.Image {
+	var found *storage.Image
+	for i := range imgs {
+		for _, n := range imgs[i].Names {
+			if n == name && (found == nil || found.ReadOnly) {
+				found = &imgs[i]
+			}
+		}
+	}
+	return found
+}
+
+// byIDPrefix returns the one image whose ID starts with prefix;
+// ErrAmbiguous when several do, nil when none.
+func byIDPrefix(imgs []storage.Image, prefix string) (*storage.Image, error) {
+	if prefix == "" || len(prefix) > 64 || !isLowerHex(prefix) {
+		return nil, nil
+	}
+	var found *storage.Image
+	var ids []string
+	for i := range imgs {
+		if strings.HasPrefix(imgs[i].ID, prefix) {
+			if found != nil && found.ID == imgs[i].ID {
+				continue // same image in two stores
+			}
+			found = &imgs[i]
+			ids = append(ids, imgs[i].ID)
+		}
+	}
+	if len(ids) > 1 {
+		return nil, fmt.Errorf("%w: %q matches %s", ErrAmbiguous, prefix, strings.Join(ids, ", "))
+	}
+	return found, nil
+}
+
+// byDigest returns the first image recording this manifest digest.
+func byDigest(imgs []storage.Image, d digest.Digest) *storage.Image {
+	for i := range imgs {
+		if imgs[i].Digest == d {
+			return &imgs[i]
+		}
+		for _, x := range imgs[i].Digests {
+			if x == d {
+				return &imgs[i]
+			}
+		}
+	}
+	return nil
+}
+
+// resolve finds the image ref names, as podman tag finds its source
+// (libimage Runtime.LookupImage), in this order:
+//
+//  1. a full ID, a stored name, a unique ID prefix (c/storage's lookup);
+//     "sha256:<hex>" is the ID or ID prefix <hex>, else a manifest digest
+//     any image records (podman stops at the ID; imagefs also takes the
+//     digests/ entries);
+//  2. a short name's candidates: "localhost/<name>", the
+//     unqualified-search registries of registries.conf and the docker.io
+//     form ("alpine" → docker.io/library/alpine:latest), each with
+//     ":latest" added when there is no tag;
+//  3. a digested name "repo@sha256:…" by its digest; a short name "app:1"
+//     matching the end of a stored name at a '/' ("quay.io/x/app:1").
+//
+// Unlike podman, a manifest list resolves to the list itself, not to the
+// local image of the host's platform: a link to images/<list-id> tags the list.
+// A name with both tag and digest is taken by its digest, as podman does.
+func (m *mutator) resolve(ref string) (*storage.Image, error) {
+	if ref == "" {
+		return nil, fmt.Errorf("%w: empty reference", ErrNotFound)
+	}
+	imgs, err := m.images()
+	if err != nil {
+		return nil, err
+	}
+	if named, err := reference.Parse(ref); err == nil {
+		if _, tagged := named.(reference.NamedTagged); tagged {
+			if c, ok := named.(reference.Canonical); ok {
+				ref = c.Name() + "@" + c.Digest().String()
+			}
+		}
+	}
+	if hex, ok := strings.CutPrefix(ref, "sha256:"); ok {
+		if img := byID(imgs, hex); img != nil {
+			return img, nil
+		}
+		img, err := byIDPrefix(imgs, hex)
+		if err != nil || img != nil {
+			return img, err
+		}
+		if d, err := digest.Parse(ref); err == nil {
+			if img := byDigest(imgs, d); img != nil {
+				return img, nil
+			}
+		}
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, ref)
+	}
+	if img := byID(imgs, ref); img != nil {
+		return img, nil
+	}
+	if img := byName(imgs, ref); img != nil {
+		return img, nil
+	}
+	if img, err := byIDPrefix(imgs, ref); err != nil || img != nil {
+		return img, err
+	}
+	for _, c := range nameCandidates(ref) {
+		if img := byName(imgs, c); img != nil {
+			return img, nil
+		}
+	}
+	if img := byRepoTagOrDigest(imgs, ref); img != nil {
+		return img, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFound, ref)
+}
+
+// nameCandidates are the stored names a user's name may stand for, best
+// first (shortnames.ResolveLocally plus the docker.io form): a qualified
+// name is itself with ":latest" added when untagged; a short name is its
+// registries.conf alias, then "localhost/<name>", then each
+// unqualified-search registry, then the docker.io form.
+func nameCandidates(name string) []string {
+	var out []string
+	add := func(n reference.Named) { out = append(out, reference.TagNameOnly(n).String()) }
+	short, named := isShortName(name)
+	if named == nil {
+		return nil
+	}
+	if !short {
+		if n, err := reference.ParseNormalizedNamed(name); err == nil {
+			add(n)
+		}
+		return out
+	}
+	repo := reference.TrimNamed(named)
+	withSuffix := func(n reference.Named) reference.Named {
+		if t, ok := named.(reference.Tagged); ok {
+			if x, err := reference.WithTag(n, t.Tag()); err == nil {
+				n = x
+			}
+		}
+		if d, ok := named.(reference.Digested); ok {
+			if x, err := reference.WithDigest(n, d.Digest()); err == nil {
+				n = x
+			}
+		}
+		return n
+	}
+	if alias, _, err := sysregistriesv2.ResolveShortNameAlias(nil, repo.String()); err == nil && alias != nil {
+		add(withSuffix(alias))
+	}
+	regs, _ := sysregistriesv2.UnqualifiedSearchRegistries(nil)
+	for _, reg := range append([]string{"localhost"}, regs...) {
+		if n, err := reference.ParseNormalizedNamed(reg + "/" + name); err == nil {
+			add(n)
+		}
+	}
+	if n, err := reference.ParseDockerRef(name); err == nil {
+		out = append(out, n.String())
+	}
+	return out
+}
+
+// isShortName reports whether name has no registry part (its first
+// component has no '.' or ':' and is not "localhost"), and returns it
+// parsed as typed; nil when it is no valid name.
+func isShortName(name string) (bool, reference.Named) {
+	ref, err := reference.Parse(name)
+	if err != nil {
+		return false, nil
+	}
+	named, ok := ref.(reference.Named)
+	if !ok {
+		return false, nil
+	}
+	d := reference.Domain(named)
+	return !strings.ContainsAny(d, ".:") && d != "localhost", named
+}
+
+// byRepoTagOrDigest is libimage's last resort
+// (lookupImageInDigestsAndRepoTags): a digested name by any image's
+// recorded digests; a short tagged name by the end of a stored name.
+func byRepoTagOrDigest(imgs []storage.Image, name string) *storage.Image {
+	ref, err := reference.Parse(name)
+	if err != nil {
+		return nil
+	}
+	named, ok := ref.(reference.Named)
+	if !ok {
+		return nil
+	}
+	if dig, ok := named.(reference.Digested); ok {
+		return byDigest(imgs, dig.Digest())
+	}
+	if short, _ := isShortName(name); !short {
+		return nil
+	}
+	tagged, ok := reference.TagNameOnly(named).(reference.NamedTagged)
+	if !ok {
+		return nil
+	}
+	repo, tag := tagged.Name(), tagged.Tag()
+	for i := range imgs {
+		for _, n := range imgs[i].Names {
+			r, err := reference.Parse(n)
+			if err != nil {
+				continue
+			}
+			nt, ok := r.(reference.NamedTagged)
+			if !ok || nt.Tag() != tag {
+				continue
+			}
+			full := nt.Name()
+			if full == repo || strings.HasSuffix(full, "/"+repo) {
+				return &imgs[i]
+			}
+		}
+	}
+	return nil
+}
+
+// writable refuses changes to a read-only view or an image of a read-only
+// additional store.
+func (m *mutator) writable(img *storage.Image) error {
+	if m.readOnly {
+		return fmt.Errorf("%w: the view is read-only", ErrReadOnly)
+	}
+	if img != nil && img.ReadOnly {
+		return fmt.Errorf("%w: image %s is in an additional image store", ErrReadOnly, img.ID)
+	}
+	return nil
+}
+
+// storeErr maps the store's errors to the view's sentinels.
+func storeErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, storage.ErrImageUsedByContainer):
+		return fmt.Errorf("%w: %v", ErrInUse, err)
+	case errors.Is(err, storage.ErrImageUnknown), errors.Is(err, storage.ErrNotAnImage):
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case errors.Is(err, storage.ErrStoreIsReadOnly):
+		return fmt.Errorf("%w: %v", ErrReadOnly, err)
+	}
+	return err
+}
+
+// tag adds name to the image with this full ID, as podman tag: the name is
+// normalized (NormalizeName) and appended to the image's names; an image
+// holding it loses it. It returns the name as stored.
+func (m *mutator) tag(id, name string) (string, error) {
+	n, err := tagName(name)
+	if err != nil {
+		return "", err
+	}
+	if err := m.writable(nil); err != nil {
+		return "", err
+	}
+	nameMu.Lock()
+	defer nameMu.Unlock()
+	imgs, err := m.images()
+	if err != nil {
+		return "", err
+	}
+	img := byID(imgs, id)
+	if img == nil {
+		return "", fmt.Errorf("%w: image %s", ErrNotFound, id)
+	}
+	if err := m.writable(img); err != nil {
+		return "", err
+	}
+	if holder := byName(imgs, n); holder != nil && holder.ID != id && holder.ReadOnly {
+		return "", fmt.Errorf("%w: %s is held by image %s of an additional image store", ErrReadOnly, n, holder.ID)
+	}
+	names := append(append([]string(nil), img.Names...), n)
+	if err := m.store.SetNames(img.ID, names); err != nil {
+		return "", storeErr(err)
+	}
+	m.done()
+	return n, nil
+}
+
+// removeName is podman rmi <name> for a stored name (or a name that
+// resolves to one, like "alpine" for docker.io/library/alpine:latest):
+// when the image has other names only this one goes; when it is the last,
+// the image is removed — and if a container uses it, nothing changes
+// (ErrInUse). It returns the image's ID and whether the image was removed.
+func (m *mutator) removeName(name string) (id string, removed bool, err error) {
+	if err := m.writable(nil); err != nil {
+		return "", false, err
+	}
+	nameMu.Lock()
+	defer nameMu.Unlock()
+	imgs, err := m.images()
+	if err != nil {
+		return "", false, err
+	}
+	stored, img := name, byName(imgs, name)
+	if img == nil {
+		for _, c := range nameCandidates(name) {
+			if img = byName(imgs, c); img != nil {
+				stored = c
+				break
+			}
+		}
+	}
+	if img == nil {
+		return "", false, fmt.Errorf("%w: no image is named %s", ErrNotFound, name)
+	}
+	if err := m.writable(img); err != nil {
+		return img.ID, false, err
+	}
+	if len(img.Names) > 1 {
+		if err := m.store.RemoveNames(img.ID, []string{stored}); err != nil {
+			return img.ID, false, storeErr(err)
+		}
+		m.done()
+		return img.ID, false, nil
+	}
+	// The last name: remove the image. DeleteImage checks for containers
+	// under the store's lock and changes nothing when one uses the image.
+	if _, err := m.store.DeleteImage(img.ID, true); err != nil {
+		return img.ID, false, storeErr(err)
+	}
+	m.done()
+	return img.ID, true, nil
+}
+
+// removeImage is podman rmi of the image with this full ID, names and all
+// (as `podman rmi` given the ID and every name): ErrInUse when a
+// container uses it; layers other images or containers use stay (the
+// store deletes only the layers nothing else references). Unlike podman,
+// dangling parent images are not pruned with it.
+func (m *mutator) removeImage(id string) error {
+	if err := m.writable(nil); err != nil {
+		return err
+	}
+	imgs, err := m.images()
+	if err != nil {
+		return err
+	}
+	img := byID(imgs, id)
+	if img == nil {
+		return fmt.Errorf("%w: image %s", ErrNotFound, id)
+	}
+	if err := m.writable(img); err != nil {
+		return err
+	}
+	if _, err := m.store.DeleteImage(img.ID, true); err != nil {
+		return storeErr(err)
+	}
+	m.done()
+	return nil
+}
+
+// retag moves the image holding oldName to newName in one change of its
+// names list: newName is appended, oldName dropped (what podman tag then
+// podman untag leave). A newName held by another image is ErrNameTaken; a
+// newName the image already holds just drops oldName. It returns the image
+// ID and the new name as stored.
+func (m *mutator) retag(oldName, newName string) (string, string, error) {
+	n, err := tagName(newName)
+	if err != nil {
+		return "", "", err
+	}
+	if err := m.writable(nil); err != nil {
+		return "", "", err
+	}
+	nameMu.Lock()
+	defer nameMu.Unlock()
+	imgs, err := m.images()
+	if err != nil {
+		return "", "", err
+	}
+	img := byName(imgs, oldName)
+	if img == nil {
+		return "", "", fmt.Errorf("%w: no image is named %s", ErrNotFound, oldName)
+	}
+	if err := m.writable(img); err != nil {
+		return img.ID, "", err
+	}
+	if holder := byName(imgs, n); holder != nil && holder.ID != img.ID {
+		return img.ID, "", fmt.Errorf("%w: %s belongs to image %s", ErrNameTaken, n, holder.ID)
+	}
+	if n == oldName {
+		return img.ID, n, nil
+	}
+	names := make([]string, 0, len(img.Names)+1)
+	for _, x := range img.Names {
+		if x != oldName {
+			names = append(names, x)
+		}
+	}
+	names = append(names, n)
+	if err := m.store.SetNames(img.ID, names); err != nil {
+		return img.ID, "", storeErr(err)
+	}
+	m.done()
+	return img.ID, n, nil
+}
+
+// mutator returns the view's mutator: its store, its read-only option, and
+// Invalidate so the next Index shows each change.
+func (v *View) mutator() *mutator {
+	return &mutator{store: v.store, readOnly: v.opts.ReadOnly, changed: v.changedByUs}
+}
+
+// changedByUs is called after each of our own changes: the next Index
+// rebuilds, and the followers (Subscribe) are woken at once.
+func (v *View) changedByUs() {
+	v.Invalidate()
+	wakeFollower(v)
+}
+
+// ResolveImage finds the image ref names, as podman tag finds its source:
+// a full ID, a unique ID prefix, "sha256:<id or manifest digest>", a stored
+// name, a short name ("alpine" → localhost/alpine:latest or
+// docker.io/library/alpine:latest, whichever is stored), name@digest. An
+// unknown ref is ErrNotFound, an ambiguous ID prefix ErrAmbiguous.
+func (v *View) ResolveImage(ref string) (*Image, error) {
+	img, err := v.mutator().resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	return v.indexed(img.ID)
+}
+
+// indexed returns the Index's record of an image the store has just shown
+// us, rebuilding the Index if it does not have it yet.
+func (v *View) indexed(id string) (*Image, error) {
+	if img := v.Index().ImageByID(id); img != nil {
+		return img, nil
+	}
+	v.Invalidate()
+	if img := v.Index().ImageByID(id); img != nil {
+		return img, nil
+	}
+	return nil, fmt.Errorf("%w: image %s", ErrNotFound, id)
+}
+
+// Tag gives the image with this full ID the name, as podman tag: the name
+// is normalized (NormalizeName: "app" is localhost/app:latest) and added
+// after the image's names; an image that held it loses it. Bad grammar or a
+// digested name is ErrInvalidName, an image of an additional store
+// ErrReadOnly.
+func (v *View) Tag(imageID, name string) error {
+	_, err := v.mutator().tag(imageID, name)
+	return err
+}
+
+// RemoveName is podman rmi <name>: the name goes; if it was the image's
+// last, the image goes too — unless a container uses it, and then nothing
+// changes and the error is ErrInUse.
+func (v *View) RemoveName(name string) error {
+	_, _, err := v.mutator().removeName(name)
+	return err
+}
+
+// RemoveImage removes the image with this full ID and all its names
+// (podman rmi with the ID and every name). ErrInUse when a container uses
+// it; layers shared with other images stay.
+func (v *View) RemoveImage(imageID string) error {
+	return v.mutator().removeImage(imageID)
+}
+
+// Retag moves a name: newName (normalized) is added to the image holding
+// oldName and oldName dropped, in one change of the image's names.
+// ErrNameTaken when another image holds newName.
+func (v *View) Retag(oldName, newName string) error {
+	_, _, err := v.mutator().retag(oldName, newName)
+	return err
+}

@@ -1,0 +1,176 @@
+package storageview
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"go.podman.io/storage"
+)
+
+// View is the store as imagefs sees it: an Index that follows the store's
+// changes, the blobs and the documents derived from them. It implements
+// nodes.Store. All methods are safe for concurrent use.
+type View struct {
+	store storage.Store
+	opts  Options
+	log   *log.Logger
+
+	driver        string   // resolved graph driver name ("overlay", "vfs")
+	graphRoot     string   // absolute
+	imageStoreDir string   // storage.conf "imagestore", usually ""
+	roRoots       []string // additional (read-only) image stores
+
+	watch *watcher // lock files whose last-writer tokens tell us the store changed
+
+	// Index refresh: see refresh.go.
+	cur       atomic.Pointer[Index]
+	lastCheck atomic.Int64 // monotonic nanoseconds of the last change check
+	dirty     atomic.Bool  // Invalidate was called
+	refreshMu sync.Mutex   // one check or rebuild at a time
+	gen       uint64       // generation of the last rebuild; under refreshMu
+
+	cache cache // derived data: see cache.go
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens the store podman would open (storage.DefaultStoreOptions:
+// containers-storage.conf, CONTAINERS_STORAGE_CONF) with the fields of o
+// that are set taking precedence, and builds the first Index.
+//
+// containers/storage hands out one store object per (graph root, run root)
+// in a process: open a store once and Close it when done.
+func Open(o Options) (*View, error) {
+	logger := o.Log
+	if logger == nil {
+		logger = log.Default()
+	}
+	so, err := storage.DefaultStoreOptions()
+	if err != nil {
+		return nil, fmt.Errorf("reading the storage configuration: %w", err)
+	}
+	if o.GraphRoot != "" {
+		so.GraphRoot = o.GraphRoot
+	}
+	if o.RunRoot != "" {
+		so.RunRoot = o.RunRoot
+	}
+	if o.Driver != "" {
+		so.GraphDriverName = o.Driver
+	}
+	if len(o.DriverOptions) > 0 {
+		// As podman's --storage-opt: the options given replace the configured ones.
+		so.GraphDriverOptions = append([]string(nil), o.DriverOptions...)
+	}
+	if so.GraphRoot == "" || so.RunRoot == "" {
+		return nil, errors.New("no storage root or run root configured (set --root and --runroot)")
+	}
+	st, err := storage.GetStore(so)
+	if err != nil {
+		return nil, fmt.Errorf("opening the %s store at %s: %w", driverOrDefault(so.GraphDriverName), so.GraphRoot, err)
+	}
+	v := &View{
+		store:         st,
+		opts:          o,
+		log:           logger,
+		driver:        st.GraphDriverName(),
+		graphRoot:     st.GraphRoot(),
+		imageStoreDir: st.ImageStore(),
+	}
+	drv, err := st.GraphDriver()
+	if err != nil {
+		v.shutdown()
+		return nil, fmt.Errorf("starting the %s driver at %s: %w", driverOrDefault(so.GraphDriverName), so.GraphRoot, err)
+	}
+	for _, r := range drv.AdditionalImageStores() {
+		if abs, err := filepath.Abs(r); err == nil {
+			r = abs
+		}
+		v.roRoots = append(v.roRoots, r)
+	}
+	v.cache.init()
+	v.watch = newWatcher(v.lockFiles())
+	v.watch.changed() // record the tokens the first build sees
+	ix, err := v.build(1)
+	if err != nil {
+		v.watch.close()
+		v.shutdown()
+		return nil, fmt.Errorf("reading the store at %s: %w", v.graphRoot, err)
+	}
+	v.gen = 1
+	v.cur.Store(ix)
+	v.lastCheck.Store(nanotime())
+	return v, nil
+}
+
+func driverOrDefault(name string) string {
+	if name == "" {
+		return "default"
+	}
+	return name
+}
+
+// Store returns the underlying containers/storage store, for the mutations
+// in this package.
+func (v *View) Store() storage.Store { return v.store }
+
+// Options returns the options the view was opened with.
+func (v *View) Options() Options { return v.opts }
+
+// Driver returns the graph driver's name ("overlay", "vfs", …).
+func (v *View) Driver() string { return v.driver }
+
+// Close shuts the store down: it unmounts whatever the store mounted
+// (including the overlay driver's private bind mount of its home), releases
+// the store and forgets it, so the next Open starts afresh. The view must
+// not be used afterwards.
+func (v *View) Close() error {
+	v.closeOnce.Do(func() {
+		if v.watch != nil {
+			v.watch.close()
+		}
+		v.closeErr = v.shutdown()
+	})
+	return v.closeErr
+}
+
+func (v *View) shutdown() error {
+	_, err := v.store.Shutdown(true)
+	v.store.Free()
+	if err != nil {
+		return fmt.Errorf("shutting the store down: %w", err)
+	}
+	return nil
+}
+
+// lockFiles lists the lock files a writer of any of the store's records
+// (images, layers, containers; primary and additional stores) records its
+// last-writer token in.
+func (v *View) lockFiles() []string {
+	prefix := v.driver + "-"
+	var files []string
+	imgRoots := []string{v.graphRoot}
+	layerRoots := []string{v.graphRoot}
+	if v.imageStoreDir != "" {
+		imgRoots = append(imgRoots, v.imageStoreDir)
+		layerRoots = append(layerRoots, v.imageStoreDir)
+	}
+	imgRoots = append(imgRoots, v.roRoots...)
+	layerRoots = append(layerRoots, v.roRoots...)
+	for _, r := range imgRoots {
+		files = append(files, filepath.Join(r, prefix+"images", "images.lock"))
+	}
+	for _, r := range layerRoots {
+		files = append(files, filepath.Join(r, prefix+"layers", "layers.lock"))
+	}
+	// containers.lock lives in the run root for transient stores.
+	files = append(files,
+		filepath.Join(v.graphRoot, prefix+"containers", "containers.lock"),
+		filepath.Join(v.store.RunRoot(), prefix+"containers", "containers.lock"))
+	return files
+}

@@ -1,0 +1,225 @@
+package storageview
+
+import (
+	"slices"
+	"sort"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	"go.podman.io/storage"
+)
+
+// checkInterval is how long an Index is served without looking at the
+// store: at most one change check per interval, whatever the call rate.
+const checkInterval = 50 * time.Millisecond
+
+var monoStart = time.Now()
+
+// nanotime is a monotonic clock in nanoseconds.
+func nanotime() int64 { return int64(time.Since(monoStart)) }
+
+// Index returns the current snapshot. At most once per checkInterval it
+// reads the last-writer tokens of the store's lock files (a few preads) and
+// rebuilds the index when a writer — podman, buildah, imagefs itself —
+// changed images, layers or containers since. Concurrent callers wait for
+// one rebuild rather than doing their own. After Invalidate the next call
+// rebuilds without waiting for the interval.
+func (v *View) Index() *Index {
+	if !v.dirty.Load() && nanotime()-v.lastCheck.Load() < int64(checkInterval) {
+		return v.cur.Load()
+	}
+	v.refreshMu.Lock()
+	defer v.refreshMu.Unlock()
+	if !v.dirty.Load() && nanotime()-v.lastCheck.Load() < int64(checkInterval) {
+		return v.cur.Load() // refreshed while we waited
+	}
+	changed := v.watch.changed()
+	if v.dirty.Swap(false) {
+		changed = true
+	}
+	if changed {
+		v.rebuild()
+	}
+	v.lastCheck.Store(nanotime())
+	return v.cur.Load()
+}
+
+// Invalidate makes the next Index call rebuild from the store (used after
+// imagefs's own changes, which must be visible at once).
+func (v *View) Invalidate() { v.dirty.Store(true) }
+
+// rebuild replaces the current index; the caller holds refreshMu. A new
+// generation is published only when the records differ from the current
+// index's, so unrelated writes (a container's state, a mount) do not make
+// the tree drop its caches. On error the current index stays and the next
+// check tries again.
+func (v *View) rebuild() {
+	ix, err := v.build(v.gen + 1)
+	if err != nil {
+		v.log.Printf("storageview: re-reading the store at %s: %v (keeping the previous index)", v.graphRoot, err)
+		v.watch.forget()
+		return
+	}
+	if sameRecords(v.cur.Load(), ix) {
+		return
+	}
+	v.gen++
+	v.cur.Store(ix)
+	v.cache.prune(ix)
+}
+
+// build reads the store's records (one MultiList: images, layers and
+// containers of the primary and additional stores, under their locks) and
+// makes an Index of generation gen.
+func (v *View) build(gen uint64) (*Index, error) {
+	res, err := v.store.MultiList(storage.MultiListOptions{Images: true, Layers: true, Containers: true})
+	if err != nil {
+		return nil, err
+	}
+	return buildIndex(gen, res.Images, res.Layers, res.Containers, v.isList), nil
+}
+
+// buildIndex turns store records into an Index. isList is asked only about
+// images without a top layer (manifest lists have none, so a list check of
+// every image would read big data for nothing).
+func buildIndex(gen uint64, simages []storage.Image, slayers []storage.Layer, containers []storage.Container, isList func(img *storage.Image) bool) *Index {
+	layers := make([]*Layer, 0, len(slayers))
+	byID := make(map[string]*storage.Layer, len(slayers))
+	for i := range slayers {
+		sl := &slayers[i]
+		if _, dup := byID[sl.ID]; dup {
+			continue // the primary store comes first and wins
+		}
+		byID[sl.ID] = sl
+		l := &Layer{
+			ID:               sl.ID,
+			Parent:           sl.Parent,
+			DiffDigest:       sl.UncompressedDigest,
+			CompressedDigest: sl.CompressedDigest,
+			UncompressedSize: -1,
+			CompressedSize:   -1,
+			Created:          sl.Created,
+			ReadOnly:         sl.ReadOnly,
+		}
+		// containers/storage: a size is only valid with its digest.
+		if sl.UncompressedDigest != "" && sl.UncompressedSize >= 0 {
+			l.UncompressedSize = sl.UncompressedSize
+		}
+		if sl.CompressedDigest != "" && sl.CompressedSize >= 0 {
+			l.CompressedSize = sl.CompressedSize
+		}
+		layers = append(layers, l)
+	}
+
+	users := make(map[string][]string)
+	for i := range containers {
+		users[containers[i].ImageID] = append(users[containers[i].ImageID], containers[i].ID)
+	}
+
+	images := make([]*Image, 0, len(simages))
+	seen := make(map[string]bool, len(simages))
+	for i := range simages {
+		si := &simages[i]
+		if seen[si.ID] {
+			continue
+		}
+		seen[si.ID] = true
+		img := &Image{
+			ID:           si.ID,
+			Names:        slices.Clone(si.Names),
+			NamesHistory: slices.Clone(si.NamesHistory),
+			TopLayer:     si.TopLayer,
+			Created:      si.Created,
+			ReadOnly:     si.ReadOnly,
+			recordDigest: si.Digest,
+			order:        i,
+		}
+		for _, n := range si.BigDataSizes {
+			img.metaSize += n
+		}
+		// The digest the manifest file hashes to. podman 4.3 leaves a
+		// list's record Digest at the empty list it started from, so the
+		// "manifest" item's own digest comes first.
+		img.Digest = si.BigDataDigests[storage.ImageDigestBigDataKey]
+		if img.Digest == "" {
+			img.Digest = si.Digest
+		}
+		img.Digests = imageDigests(img.Digest, si)
+		if si.TopLayer != "" {
+			img.Layers = layerChain(si.TopLayer, byID)
+		} else if isList != nil {
+			img.IsList = isList(si)
+		}
+		if c := users[si.ID]; len(c) > 0 {
+			sort.Strings(c)
+			img.Containers = c
+		}
+		images = append(images, img)
+	}
+	return NewIndex(gen, images, layers)
+}
+
+// imageDigests lists every manifest digest of the record, first the main
+// one, the others sorted (containers/storage computes them from a map, in
+// no stable order).
+func imageDigests(main digest.Digest, si *storage.Image) []digest.Digest {
+	var rest []digest.Digest
+	add := func(d digest.Digest) {
+		if d != "" && d != main && !slices.Contains(rest, d) {
+			rest = append(rest, d)
+		}
+	}
+	add(si.Digest)
+	for _, d := range si.Digests {
+		add(d)
+	}
+	slices.Sort(rest)
+	if main == "" {
+		return rest
+	}
+	return append([]digest.Digest{main}, rest...)
+}
+
+// layerChain walks top → parent and returns the chain base first. A
+// missing layer ends the walk (the chain is then partial, as the store's).
+func layerChain(top string, byID map[string]*storage.Layer) []string {
+	var chain []string
+	for id := top; id != "" && len(chain) <= len(byID); {
+		l := byID[id]
+		if l == nil {
+			break
+		}
+		chain = append(chain, id)
+		id = l.Parent
+	}
+	slices.Reverse(chain)
+	return chain
+}
+
+// sameRecords reports whether two indexes hold the same records, so that
+// the older (with its generation) can stay.
+func sameRecords(a, b *Index) bool {
+	if a == nil || b == nil || len(a.Images) != len(b.Images) || len(a.Layers) != len(b.Layers) {
+		return false
+	}
+	for i, x := range a.Images {
+		y := b.Images[i]
+		if x.ID != y.ID || x.Digest != y.Digest || x.TopLayer != y.TopLayer || !x.Created.Equal(y.Created) ||
+			x.ReadOnly != y.ReadOnly || x.IsList != y.IsList || x.recordDigest != y.recordDigest ||
+			x.order != y.order || x.metaSize != y.metaSize ||
+			!slices.Equal(x.Names, y.Names) || !slices.Equal(x.NamesHistory, y.NamesHistory) ||
+			!slices.Equal(x.Digests, y.Digests) || !slices.Equal(x.Layers, y.Layers) ||
+			!slices.Equal(x.Containers, y.Containers) {
+			return false
+		}
+	}
+	for i, x := range a.Layers {
+		y := b.Layers[i]
+		if x.ID != y.ID || x.Parent != y.Parent || x.DiffDigest != y.DiffDigest ||
+			x.CompressedDigest != y.CompressedDigest || x.UncompressedSize != y.UncompressedSize ||
+			x.CompressedSize != y.CompressedSize || !x.Created.Equal(y.Created) || x.ReadOnly != y.ReadOnly {
+			return false
+		}
+	}
+	return true
+}

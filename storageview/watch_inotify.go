@@ -1,0 +1,228 @@
+package storageview
+
+// Live refresh: a follower goroutine per View notices changes of the store
+// — by podman, buildah or imagefs itself — and tells subscribers (the tree,
+// which then tells the kernel) what changed.
+//
+// It wakes on inotify events in the directories of the store's records and
+// lock files (a writer rewrites images.json/layers.json by rename and
+// records its last-writer token in the lock file), on each of our own
+// changes, and every followTick as a fallback (a cheap token check) for
+// what inotify cannot see. On each wake it asks Index() for a fresh
+// snapshot and, when the generation moved, calls the subscribers with the
+// index before and after.
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// followDebounce lets a writer's burst of file events settle before
+	// the index is rebuilt once for all of them.
+	followDebounce = 15 * time.Millisecond
+	// followTick is the fallback check interval: changes inotify missed
+	// still show within it.
+	followTick = 400 * time.Millisecond
+)
+
+// followers maps each *View to its *follower (View is owned elsewhere;
+// this keeps the follower's state out of its struct).
+var followers sync.Map
+
+type follower struct {
+	v    *View
+	wake chan struct{} // buffered(1): a change may be waiting
+	stop chan struct{}
+	done chan struct{}
+
+	mu     sync.Mutex
+	subs   map[int]func(old, new *Index)
+	nextID int
+
+	ino     *os.File // inotify instance, nil when unavailable
+	watched map[string]bool
+}
+
+// Subscribe registers fn to be called, from one goroutine and in order,
+// after every rebuild that changed the index, with the index before and
+// after (see Diff). The first subscriber starts following the store; the
+// returned cancel unregisters fn (the last one stops following). fn must
+// not block for long: the next changes wait for it.
+func (v *View) Subscribe(fn func(old, new *Index)) (cancel func()) {
+	f := v.follow()
+	f.mu.Lock()
+	id := f.nextID
+	f.nextID++
+	f.subs[id] = fn
+	f.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.mu.Lock()
+			delete(f.subs, id)
+			last := len(f.subs) == 0
+			f.mu.Unlock()
+			if last {
+				v.stopFollowing()
+			}
+		})
+	}
+}
+
+// follow returns the view's follower, starting it if needed.
+func (v *View) follow() *follower {
+	if f, ok := followers.Load(v); ok {
+		return f.(*follower)
+	}
+	f := &follower{
+		v:       v,
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		subs:    map[int]func(old, new *Index){},
+		watched: map[string]bool{},
+	}
+	if actual, loaded := followers.LoadOrStore(v, f); loaded {
+		return actual.(*follower)
+	}
+	f.startInotify()
+	go f.run(v.Index())
+	return f
+}
+
+// stopFollowing ends the view's follower, if any, and waits for it. Close
+// calls it; so does the last subscriber's cancel.
+func (v *View) stopFollowing() {
+	fv, ok := followers.LoadAndDelete(v)
+	if !ok {
+		return
+	}
+	f := fv.(*follower)
+	close(f.stop)
+	if f.ino != nil {
+		f.ino.Close() // ends the reader goroutine
+	}
+	<-f.done
+}
+
+// wakeFollower tells v's follower, if it has one, that the store changed.
+func wakeFollower(v *View) {
+	if f, ok := followers.Load(v); ok {
+		f.(*follower).poke()
+	}
+}
+
+func (f *follower) poke() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// watchDirs are the directories whose files tell of a change: those of
+// the store's lock files (images, layers, containers; primary and
+// additional stores).
+func (f *follower) watchDirs() []string {
+	seen := map[string]bool{}
+	var dirs []string
+	for _, lf := range f.v.lockFiles() {
+		d := filepath.Dir(lf)
+		if !seen[d] {
+			seen[d] = true
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
+}
+
+// startInotify opens the inotify instance and its reader; without one the
+// follower still works from its ticks.
+func (f *follower) startInotify() {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		f.v.log.Printf("storageview: inotify unavailable (%v): changes by other processes show within %s", err, followTick)
+		return
+	}
+	f.ino = os.NewFile(uintptr(fd), "inotify")
+	f.addWatches()
+	go func() {
+		buf := make([]byte, 64*1024)
+		for {
+			if _, err := f.ino.Read(buf); err != nil {
+				return // closed by stopFollowing
+			}
+			f.poke()
+		}
+	}()
+}
+
+// addWatches adds a watch for each directory not yet watched (some appear
+// only after the store's first write of their kind).
+func (f *follower) addWatches() {
+	if f.ino == nil {
+		return
+	}
+	const mask = unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE
+	for _, d := range f.watchDirs() {
+		if f.watched[d] {
+			continue
+		}
+		if _, err := unix.InotifyAddWatch(int(f.ino.Fd()), d, mask); err == nil {
+			f.watched[d] = true
+		}
+	}
+}
+
+// run is the follower's loop: wait for a wake or a tick, refresh, tell
+// the subscribers.
+func (f *follower) run(last *Index) {
+	defer close(f.done)
+	tick := time.NewTicker(followTick)
+	defer tick.Stop()
+	for {
+		forced := false
+		select {
+		case <-f.stop:
+			return
+		case <-f.wake:
+			// Let the burst settle, then take everything it brought.
+			select {
+			case <-f.stop:
+				return
+			case <-time.After(followDebounce):
+			}
+			select {
+			case <-f.wake:
+			default:
+			}
+			forced = true
+		case <-tick.C:
+			f.addWatches()
+		}
+		if forced {
+			f.v.Invalidate()
+		}
+		ix := f.v.Index()
+		if ix == nil || last == nil || ix.Generation == last.Generation {
+			if last == nil {
+				last = ix
+			}
+			continue
+		}
+		f.mu.Lock()
+		subs := make([]func(old, new *Index), 0, len(f.subs))
+		for _, fn := range f.subs {
+			subs = append(subs, fn)
+		}
+		f.mu.Unlock()
+		for _, fn := range subs {
+			fn(last, ix)
+		}
+		last = ix
+	}
+}

@@ -1,0 +1,428 @@
+package test
+
+// End-to-end tests of the imagefs command line: the real binary against a
+// real store, real kernel mounts, podman as the witness that the store is
+// free again afterwards. Helpers are in harness_test.go.
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imagefs/imagefs/internal/testenv"
+)
+
+// topLevel is what the root of every mount holds (docs/LAYOUT.md).
+var topLevel = []string{"df", "digests", "images", "layers", "names"}
+
+// checkTree lists the mount and its images/ directory through the kernel.
+func checkTree(t *testing.T, mp, id string) {
+	t.Helper()
+	ents, err := os.ReadDir(mp)
+	if err != nil {
+		t.Fatalf("ls %s: %v", mp, err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	for _, want := range topLevel {
+		if !slices.Contains(names, want) {
+			t.Errorf("ls %s = %v, missing %q", mp, names, want)
+		}
+	}
+	imgs, err := os.ReadDir(filepath.Join(mp, "images"))
+	if err != nil {
+		t.Fatalf("ls %s/images: %v", mp, err)
+	}
+	if len(imgs) != 1 || imgs[0].Name() != id {
+		t.Errorf("ls images = %v, want exactly [%s]", imgs, id)
+	}
+}
+
+// TestCLIMountLsUmount: `imagefs mount` returns once the tree is usable and
+// leaves a detached server; `imagefs umount` unmounts and returns after the
+// server exited, leaving the store free and nothing mounted.
+func TestCLIMountLsUmount(t *testing.T) {
+	e, added := newCLIEnv(t)
+	mp := e.mkdir("mnt")
+	logFile := filepath.Join(e.dir, "imagefs.log")
+
+	pid := e.mountBackground(mp, "--log-file", logFile)
+	checkTree(t, mp, added.ID)
+	if sid := sessionOf(t, pid); sid != pid {
+		t.Errorf("server %d runs in session %d, want its own session (detached)", pid, sid)
+	}
+
+	r := e.run(60*time.Second, "umount", mp)
+	if r.code != 0 || r.stderr != "" || r.stdout != "" {
+		t.Fatalf("imagefs umount: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if isImagefsMount(t, mp) {
+		t.Fatalf("%s still mounted after imagefs umount", mp)
+	}
+	// umount returns once the server has shut the store down: the overlay
+	// driver's own mount under the graph root is already gone. The process
+	// exit follows at once.
+	storeShutDown(t, e)
+	waitGone(t, pid, 5*time.Second)
+	e.storeUsable(added.ID)
+
+	log, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatalf("--log-file: %v", err)
+	}
+	if !bytes.Contains(log, []byte(mp)) {
+		t.Errorf("log file does not mention the mountpoint:\n%s", log)
+	}
+}
+
+// TestCLIForegroundSignals: with -f the command itself serves; SIGTERM and
+// SIGINT unmount cleanly and exit 0. The SIGINT run also checks that
+// --debug logs FUSE requests to stderr.
+func TestCLIForegroundSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			e, added := newCLIEnv(t)
+			mp := e.mkdir("mnt")
+			debug := sig == syscall.SIGINT
+			args := append([]string{"mount", "-f"}, e.storeFlags()...)
+			if debug {
+				args = append(args, "--debug")
+			}
+			cmd := exec.Command(e.bin, append(args, mp)...)
+			cmd.Env = e.env
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				unmountRetry(t, mp)
+			})
+
+			deadline := time.Now().Add(60 * time.Second)
+			for !isImagefsMount(t, mp) {
+				select {
+				case err := <-exited:
+					t.Fatalf("imagefs mount -f exited before mounting: %v\nstderr: %s", err, stderr.String())
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("imagefs mount -f did not mount within 60s\nstderr: %s", stderr.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			checkTree(t, mp, added.ID)
+
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Fatalf("after %s: %v (want exit 0)\nstderr: %s", sig, err, stderr.String())
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("imagefs mount -f still running 30s after %s\nstderr: %s", sig, stderr.String())
+			}
+			if isImagefsMount(t, mp) {
+				t.Fatalf("%s still mounted after %s", mp, sig)
+			}
+			storeShutDown(t, e)
+			if got := strings.Contains(stderr.String(), "LOOKUP"); got != debug {
+				t.Errorf("--debug %v, but FUSE requests in the log: %v\nstderr: %s", debug, got, stderr.String())
+			}
+			e.storeUsable(added.ID)
+		})
+	}
+}
+
+// TestCLIDefaultStore: without storage flags imagefs opens the store the
+// configuration names (CONTAINERS_STORAGE_CONF here), as podman does.
+func TestCLIDefaultStore(t *testing.T) {
+	e, added := newCLIEnv(t)
+	mp := e.mkdir("mnt")
+	r := e.run(60*time.Second, "mount", mp)
+	if r.code != 0 {
+		t.Fatalf("imagefs mount without storage flags: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { unmountRetry(t, mp) })
+	checkTree(t, mp, added.ID)
+	if r := e.run(60*time.Second, "umount", mp); r.code != 0 {
+		t.Fatalf("imagefs umount: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// TestCLIExternalUnmount: a plain umount or fusermount3 -u ends the
+// background server too, and it releases the store.
+func TestCLIExternalUnmount(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		unmount func(mp string) error
+	}{
+		{"umount2", func(mp string) error { return syscall.Unmount(mp, 0) }},
+		{"fusermount3", func(mp string) error {
+			out, err := exec.Command("fusermount3", "-u", mp).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, added := newCLIEnv(t)
+			if tc.name == "fusermount3" {
+				if _, err := exec.LookPath("fusermount3"); err != nil {
+					t.Fatalf("fusermount3 (fuse3, installed by make test) is missing: %v", err)
+				}
+			}
+			mp := e.mkdir("mnt")
+			pid := e.mountBackground(mp)
+			checkTree(t, mp, added.ID)
+			if err := tc.unmount(mp); err != nil {
+				t.Fatalf("unmount: %v", err)
+			}
+			waitGone(t, pid, 10*time.Second)
+			storeShutDown(t, e)
+			e.storeUsable(added.ID)
+			r := e.run(10*time.Second, "umount", mp)
+			oneErrorLine(t, "imagefs umount after external unmount", r, "not mounted")
+		})
+	}
+}
+
+// TestCLIMountErrors: errors that stop a mount print one line and exit
+// non-zero, in both modes, and leave nothing mounted and no process behind.
+func TestCLIMountErrors(t *testing.T) {
+	e, _ := newCLIEnv(t)
+	file := filepath.Join(e.dir, "a-file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mp := e.mkdir("mnt")
+	missing := filepath.Join(e.dir, "missing")
+	badStore := []string{"--root", filepath.Join(file, "store"), "--runroot", filepath.Join(e.dir, "run2"), "--storage-driver", "overlay"}
+
+	cases := []struct {
+		name string
+		args []string // after "mount" [-f]
+		want string
+	}{
+		{"missing mountpoint", append(e.storeFlags(), missing), missing + " does not exist"},
+		{"mountpoint is a file", append(e.storeFlags(), file), file + " is not a directory"},
+		{"store under a regular file", append(badStore, mp), "cannot open the image store: --root " + file + "/store: " + file + " is not a directory"},
+		{"no mountpoint", e.storeFlags(), "exactly one MOUNTPOINT"},
+		{"two mountpoints", append(e.storeFlags(), mp, mp), "exactly one MOUNTPOINT"},
+		{"unknown flag", []string{"--no-such-flag", mp}, "unknown flag"},
+	}
+	for _, mode := range []string{"background", "foreground"} {
+		for _, tc := range cases {
+			t.Run(mode+"/"+tc.name, func(t *testing.T) {
+				args := []string{"mount"}
+				if mode == "foreground" {
+					args = append(args, "-f")
+				}
+				r := e.run(60*time.Second, append(args, tc.args...)...)
+				oneErrorLine(t, tc.name, r, tc.want)
+				assertNothingLeft(t, e)
+			})
+		}
+	}
+	// A refused mount changes nothing: not even the runroot of the store
+	// it could not open.
+	if _, err := os.Stat(filepath.Join(e.dir, "run2")); err == nil {
+		t.Errorf("the refused mount created the runroot %s/run2", e.dir)
+	}
+}
+
+// TestCLIMountNoFUSE: without /dev/fuse the mount is refused with one line.
+// The test hides /dev/fuse in a private mount namespace.
+func TestCLIMountNoFUSE(t *testing.T) {
+	e, _ := newCLIEnv(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Fatalf("unshare (util-linux) is needed: %v", err)
+	}
+	mp := e.mkdir("mnt")
+	logFile := filepath.Join(e.dir, "log")
+	for _, mode := range []string{"background", "foreground"} {
+		t.Run(mode, func(t *testing.T) {
+			args := []string{"-m", "--propagation", "private", "sh", "-c",
+				`mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && exec "$@"`, "sh",
+				e.bin, "mount"}
+			if mode == "foreground" {
+				args = append(args, "-f")
+			}
+			args = append(append(append(args, e.storeFlags()...), "--log-file", logFile), mp)
+			cmd := exec.Command("unshare", args...)
+			cmd.Env = e.env
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			err := cmd.Run()
+			r := runResult{stdout: out.String(), stderr: errb.String()}
+			if ee, ok := err.(*exec.ExitError); ok {
+				r.code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			oneErrorLine(t, "mount without /dev/fuse", r, "FUSE is not available")
+			assertNothingLeft(t, e)
+		})
+	}
+}
+
+// TestCLIUmountErrors: imagefs umount refuses what it must not touch, and a
+// busy mount stays until it is free (or is detached with --lazy).
+func TestCLIUmountErrors(t *testing.T) {
+	e, added := newCLIEnv(t)
+	plain := e.mkdir("plain")
+
+	r := e.run(10*time.Second, "umount", plain)
+	oneErrorLine(t, "umount of a plain directory", r, "not mounted")
+	r = e.run(10*time.Second, "umount", "/proc")
+	oneErrorLine(t, "umount of /proc", r, "not an imagefs mount")
+	r = e.run(10*time.Second, "umount")
+	oneErrorLine(t, "umount without argument", r, "exactly one MOUNTPOINT")
+
+	mp := e.mkdir("mnt")
+	pid := e.mountBackground(mp)
+	busy, err := os.Open(filepath.Join(mp, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = e.run(30*time.Second, "umount", mp)
+	oneErrorLine(t, "umount of a busy mount", r, "busy")
+	if !isImagefsMount(t, mp) || processGone(pid) {
+		t.Fatalf("a refused umount must leave the mount and its server alone")
+	}
+
+	// --lazy detaches at once; the server serves the open handle until
+	// it is closed, then exits.
+	r = e.run(30*time.Second, "umount", "--lazy", mp)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("imagefs umount --lazy: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if isImagefsMount(t, mp) {
+		t.Fatalf("%s still mounted after umount --lazy", mp)
+	}
+	if _, err := busy.ReadDir(-1); err != nil {
+		t.Errorf("reading the open directory after a lazy unmount: %v", err)
+	}
+	if processGone(pid) {
+		t.Errorf("server exited while a handle was still open")
+	}
+	busy.Close()
+	waitGone(t, pid, 10*time.Second)
+	e.storeUsable(added.ID)
+}
+
+// TestCLIAlreadyMounted: a second mount on the same mountpoint is refused
+// and the first keeps serving.
+func TestCLIAlreadyMounted(t *testing.T) {
+	e, added := newCLIEnv(t)
+	mp := e.mkdir("mnt")
+	pid := e.mountBackground(mp)
+	for _, fg := range []bool{false, true} {
+		args := []string{"mount"}
+		if fg {
+			args = append(args, "-f")
+		}
+		r := e.run(60*time.Second, append(append(args, e.storeFlags()...), mp)...)
+		oneErrorLine(t, fmt.Sprintf("second mount (foreground %v)", fg), r, "already mounted")
+	}
+	if got := imagefsProcesses(t, e.bin, mp); len(got) != 1 || got[0] != pid {
+		t.Errorf("imagefs processes for %s = %v, want only %d", mp, got, pid)
+	}
+	checkTree(t, mp, added.ID)
+	if r := e.run(60*time.Second, "umount", mp); r.code != 0 {
+		t.Fatalf("umount: %d %s", r.code, r.stderr)
+	}
+	waitGone(t, pid, 5*time.Second)
+}
+
+// TestCLIVersion: `imagefs version` names itself and the pinned libraries.
+func TestCLIVersion(t *testing.T) {
+	bin := imagefsBin(t)
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatalf("imagefs version: %v", err)
+	}
+	s := string(out)
+	if !strings.HasPrefix(s, "imagefs ") {
+		t.Errorf("imagefs version = %q, want it to start with \"imagefs \"", s)
+	}
+	for _, want := range []string{"go.podman.io/storage v1.64.2", "go.podman.io/image/v5 v5.41.2", "github.com/hanwen/go-fuse/v2 v2.12.1"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("imagefs version does not list %q:\n%s", want, s)
+		}
+	}
+}
+
+// assertNothingLeft fails if a mount or an imagefs process for the test's
+// scratch dir survives.
+func assertNothingLeft(t *testing.T, e *cliEnv) {
+	t.Helper()
+	if left, err := testenv.MountsUnder(e.dir); err != nil || len(left) > 0 {
+		t.Errorf("mounts left under %s: %v %v", e.dir, left, err)
+		for _, m := range left {
+			_ = syscall.Unmount(m, syscall.MNT_DETACH)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		procs := imagefsProcesses(t, e.bin, e.dir)
+		if len(procs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("imagefs processes left running: %v", procs)
+			for _, p := range procs {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// storeShutDown fails unless the store's directory is free of mounts (the
+// overlay driver keeps a private bind mount on <graphroot>/overlay while a
+// store is open; Shutdown removes it).
+func storeShutDown(t *testing.T, e *cliEnv) {
+	t.Helper()
+	left, err := testenv.MountsUnder(e.store.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("store not shut down: still mounted: %v", left)
+	}
+}
+
+// sessionOf returns the session id of pid (field 6 of /proc/<pid>/stat).
+func sessionOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	// state ppid pgrp session
+	sid, err := strconv.Atoi(fields[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sid
+}
