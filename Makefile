@@ -53,7 +53,7 @@ deps:
 		if [ "$$(id -u)" != 0 ]; then echo "run as root (or install$$missing yourself)"; exit 1; fi; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -q && \
-		apt-get install -y -q --no-install-recommends $(APT_PACKAGES) </dev/null || exit 1; \
+		apt-get install -y -q $(APT_PACKAGES) </dev/null || exit 1; \
 	fi
 	$(GO) mod download
 
@@ -70,8 +70,11 @@ lint: $(LOCALBIN)/staticcheck
 	$(LOCALBIN)/staticcheck -tags $(BUILDTAGS) ./...
 
 # The benchmark harness (issue 5) lives in test/bench; BENCH_FLAGS go to it.
+# It builds its Debian image with mmdebstrap.
 BENCH_FLAGS ?=
 bench: deps build
+	@command -v mmdebstrap >/dev/null 2>&1 || { \
+		export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q mmdebstrap </dev/null; }
 	@if [ -d test/bench ]; then \
 		IMAGEFS_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench $(BENCH_FLAGS); \
 	else \
@@ -92,4 +95,4 @@ install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/imagefs
 
 clean:
-	rm -rf bin $(LOCALBIN) .ci-tmp
+	rm -rf bin $(LOCALBIN)

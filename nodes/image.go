@@ -43,8 +43,9 @@ type imageChild struct {
 func isList(img *storageview.Image) bool  { return img.IsList }
 func notList(img *storageview.Image) bool { return !img.IsList }
 
-// imageChildren are the entries of images/<id>/. The rootfs/ directory of
-// the rootfs issue joins this table (with lookup and ino set).
+// imageChildren are the entries of images/<id>/. Entries served by other
+// files join it from their init (rootfs/: rootfs_hook.go, with lookup and
+// ino set); listings sort by name whatever the order here.
 var imageChildren = []imageChild{
 	{name: "manifest", mode: syscall.S_IFREG, node: func(d *imageDir) treeNode {
 		return d.file("manifest", blobSource{immutable: true, versioned: true,

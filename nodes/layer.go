@@ -38,8 +38,8 @@ type layerChild struct {
 	ino    func(layerID string) uint64
 }
 
-// layerChildren are the entries of layers/<id>/. The rootfs issue adds
-// diff/ and changes here.
+// layerChildren are the entries of layers/<id>/. Entries served by other
+// files join it from their init (diff/ and changes: rootfs_hook.go).
 var layerChildren = []layerChild{
 	{name: "info.json", mode: syscall.S_IFREG, node: func(d *layerDir) treeNode {
 		t, id := d.t, d.id

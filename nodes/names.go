@@ -24,6 +24,14 @@ type namesDir struct {
 // latestTag is the tag a repository name without one stands for.
 const latestTag = ":latest"
 
+// nameDir is the names/ directory at path in ix, nil when there is none.
+// Every namesDir operation resolves its directory here, so directories
+// that exist without a name below them (mkdir -p of the writes issue) can
+// join in one place.
+func (t *tree) nameDir(ix *storageview.Index, path []string) *storageview.NameDir {
+	return ix.NameDir(path)
+}
+
 func (d *namesDir) pathString() string { return strings.Join(d.path, "/") }
 
 func (d *namesDir) stable() fusefs.StableAttr {
@@ -42,7 +50,7 @@ func (d *namesDir) timeouts() (time.Duration, time.Duration) {
 }
 
 func (d *namesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
-	nd := ix.NameDir(d.path)
+	nd := d.t.nameDir(ix, d.path)
 	if nd == nil {
 		return syscall.ENOENT
 	}
@@ -55,7 +63,7 @@ func (d *namesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr
 // and no directory has the same name; it is not listed.
 func (d *namesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ix := d.t.index()
-	nd := ix.NameDir(d.path)
+	nd := d.t.nameDir(ix, d.path)
 	if nd == nil {
 		return nil, syscall.ENOENT
 	}
@@ -105,7 +113,7 @@ func (d *namesDir) link(leaf string) *symlink {
 // directory hides a name spelled the same, which the name grammar rules
 // out anyway).
 func (d *namesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	nd := d.t.index().NameDir(d.path)
+	nd := d.t.nameDir(d.t.index(), d.path)
 	if nd == nil {
 		return nil, syscall.ENOENT
 	}

@@ -89,7 +89,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 
 // Rename is refused: EROFS.
 func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	return d.refuse("rename", name)
+	return d.refuse("rename", name+" -> "+newName)
 }
 
 // writeFlags reports whether open flags ask to change the file.

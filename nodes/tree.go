@@ -59,10 +59,9 @@ type tree struct {
 	// the NotifyEntry/NotifyDelete calls of write operations.
 	root, images, names, digests, layers *fusefs.Inode
 
-	newestMu  sync.Mutex
-	newestGen uint64
-	newestIx  *storageview.Index
-	newest    time.Time
+	newestMu sync.Mutex
+	newestIx *storageview.Index
+	newest   time.Time
 }
 
 func newTree(store Store, o Options) *tree {

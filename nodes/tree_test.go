@@ -293,12 +293,12 @@ func TestNames(t *testing.T) {
 		t.Errorf("names/quay.io/org lists %q, want %q", got, want)
 	}
 	links := map[string]string{
-		"names/docker.io/library/alpine:3.19":             "../../../images/" + w.alpine.ID,
-		"names/docker.io/library/alpine:latest":           "../../../images/" + w.alpine.ID,
-		"names/quay.io/org/app:1":                         "../../../images/" + w.app.ID,
+		"names/docker.io/library/alpine:3.19":            "../../../images/" + w.alpine.ID,
+		"names/docker.io/library/alpine:latest":          "../../../images/" + w.alpine.ID,
+		"names/quay.io/org/app:1":                        "../../../images/" + w.app.ID,
 		"names/quay.io/org/app@" + w.app.Digest.String(): "../../../images/" + w.app.ID,
-		"names/localhost/app:v1":                          "../../images/" + w.app.ID,
-		"names/localhost/multi:1":                         "../../images/" + w.lst.ID,
+		"names/localhost/app:v1":                         "../../images/" + w.app.ID,
+		"names/localhost/multi:1":                        "../../images/" + w.lst.ID,
 	}
 	for p, want := range links {
 		if got := h.mustReadlink(p); got != want {

@@ -80,6 +80,9 @@ func (v *View) Usage(ix *Index) DiskUsage {
 //
 // NAMES is "<none>" for an image without names.
 func (v *View) DF() ([]byte, error) {
+	if v.closed.Load() {
+		return nil, errClosed
+	}
 	ix := v.Index()
 	k := docKey{docDF, ""}
 	if b, ok := v.cache.doc(ix.Generation, k); ok {

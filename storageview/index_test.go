@@ -304,8 +304,8 @@ func TestWatcher(t *testing.T) {
 	for range n {
 		w.changed()
 	}
-	if per := time.Since(start) / n; per > 10*time.Microsecond {
-		t.Errorf("a check of 2 lock files takes %v, want < 10µs", per)
+	if per := time.Since(start) / n; per > 25*time.Microsecond {
+		t.Errorf("a check of 2 lock files takes %v, want a few µs", per)
 	}
 }
 

@@ -408,3 +408,44 @@ func checkDF(t *testing.T, v *View, s *fixture.Store) {
 		t.Errorf("df lines are not sorted by ID")
 	}
 }
+
+// TestDF: df against sums computed from the store's own records, with two
+// images sharing a layer, one image with two names, a dangling image and a
+// container using one image.
+func TestDF(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := fixture.NewStore(t, "overlay")
+	base := fixture.Layer{Entries: []fixture.Entry{fixture.BigFile("big", 100000)}}
+	a := s.Add(t, fixture.Image{Names: []string{"localhost/a:1", "localhost/a:2"}, Layers: []fixture.Layer{base, {Entries: []fixture.Entry{fixture.File("a", "aaaa")}}}})
+	b := s.Add(t, fixture.Image{Names: []string{"localhost/b:1"}, Layers: []fixture.Layer{base, {Entries: []fixture.Entry{fixture.BigFile("b", 30000)}}}})
+	s.Add(t, fixture.Image{Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.BigFile("d", 7000)}}}})
+	if a.LayerIDs[0] != b.LayerIDs[0] {
+		t.Fatalf("a and b do not share their base layer")
+	}
+	if _, err := s.Store.CreateContainer("", nil, b.ID, "", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	v := openView(t, s)
+	checkDF(t, v, s)
+	du := v.Usage(v.Index())
+	// Independent of the records: the shared base (>100000) counts once,
+	// and only a's top layer and the dangling image are reclaimable.
+	ix := v.Index()
+	size := func(id string) int64 { return ix.Layer(id).UncompressedSize }
+	if du.Images != 3 || du.Active != 1 {
+		t.Errorf("images %d active %d, want 3 and 1", du.Images, du.Active)
+	}
+	dangling := ix.ImageByID(ix.Images[0].ID)
+	for _, img := range ix.Images {
+		if len(img.Names) == 0 {
+			dangling = img
+		}
+	}
+	wantTotal := size(a.LayerIDs[0]) + size(a.LayerIDs[1]) + size(b.LayerIDs[1]) + size(dangling.Layers[0])
+	if du.Size != wantTotal || du.Reclaimable != size(a.LayerIDs[1])+size(dangling.Layers[0]) {
+		t.Errorf("size %d reclaimable %d, want %d and %d", du.Size, du.Reclaimable, wantTotal, size(a.LayerIDs[1])+size(dangling.Layers[0]))
+	}
+	if size(a.LayerIDs[0]) < 100000 {
+		t.Errorf("base layer size %d", size(a.LayerIDs[0]))
+	}
+}

@@ -21,7 +21,7 @@ func (v *View) layerSize(l *Layer) int64 {
 	v.cache.mu.Lock()
 	n, ok := v.cache.layerSize[l.ID]
 	v.cache.mu.Unlock()
-	if ok {
+	if ok || v.closed.Load() {
 		return n
 	}
 	n, err := v.store.DiffSize("", l.ID)
@@ -233,8 +233,12 @@ func (v *View) MountImage(imageID string) (string, error) {
 	return dir, nil
 }
 
-// UnmountImage undoes one MountImage.
+// UnmountImage undoes one MountImage (after Close there is nothing left
+// to undo: Close unmounted everything).
 func (v *View) UnmountImage(imageID string) error {
+	if v.closed.Load() {
+		return nil
+	}
 	if _, err := v.store.UnmountImage(imageID, false); err != nil {
 		return fmt.Errorf("unmounting image %s: %w", short(imageID), err)
 	}

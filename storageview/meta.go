@@ -62,6 +62,9 @@ func (v *View) isList(si *storage.Image) bool {
 
 // image resolves an ID in the current index.
 func (v *View) image(id string) (*Index, *Image, error) {
+	if v.closed.Load() {
+		return nil, nil, errClosed
+	}
 	ix := v.Index()
 	img := ix.ImageByID(id)
 	if img == nil {

@@ -606,3 +606,10 @@ func (v *View) Retag(oldName, newName string) error {
 	_, _, err := v.mutator().retag(oldName, newName)
 	return err
 }
+
+// Writable returns ErrReadOnly when the view was opened read-only (mount
+// --read-only): the tree then refuses even changes that stay in memory,
+// like mkdir in names/.
+func (v *View) Writable() error {
+	return v.mutator().writable(nil)
+}

@@ -35,9 +35,13 @@ type View struct {
 
 	cache cache // derived data: see cache.go
 
+	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// errClosed is returned by reads after Close.
+var errClosed = errors.New("the image store is closed")
 
 // Open opens the store podman would open (storage.DefaultStoreOptions:
 // containers-storage.conf, CONTAINERS_STORAGE_CONF) with the fields of o
@@ -131,9 +135,16 @@ func (v *View) Driver() string { return v.driver }
 // not be used afterwards.
 func (v *View) Close() error {
 	v.closeOnce.Do(func() {
+		v.stopFollowing() // watch_inotify.go: the live-refresh goroutine, if any
+		// After this, Index serves the last snapshot and never touches the
+		// store again: a late FUSE call must not bring the driver (and
+		// its mounts) back.
+		v.refreshMu.Lock()
+		v.closed.Store(true)
 		if v.watch != nil {
 			v.watch.close()
 		}
+		v.refreshMu.Unlock()
 		v.closeErr = v.shutdown()
 	})
 	return v.closeErr
@@ -169,8 +180,9 @@ func (v *View) lockFiles() []string {
 		files = append(files, filepath.Join(r, prefix+"layers", "layers.lock"))
 	}
 	// containers.lock lives in the run root for transient stores.
-	files = append(files,
-		filepath.Join(v.graphRoot, prefix+"containers", "containers.lock"),
-		filepath.Join(v.store.RunRoot(), prefix+"containers", "containers.lock"))
-	return files
+	containers := v.graphRoot
+	if v.store.TransientStore() {
+		containers = v.store.RunRoot()
+	}
+	return append(files, filepath.Join(containers, prefix+"containers", "containers.lock"))
 }

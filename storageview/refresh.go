@@ -30,8 +30,8 @@ func (v *View) Index() *Index {
 	}
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
-	if !v.dirty.Load() && nanotime()-v.lastCheck.Load() < int64(checkInterval) {
-		return v.cur.Load() // refreshed while we waited
+	if v.closed.Load() || !v.dirty.Load() && nanotime()-v.lastCheck.Load() < int64(checkInterval) {
+		return v.cur.Load() // closed, or refreshed while we waited
 	}
 	changed := v.watch.changed()
 	if v.dirty.Swap(false) {

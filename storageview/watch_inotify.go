@@ -36,7 +36,8 @@ var followers sync.Map
 
 type follower struct {
 	v    *View
-	wake chan struct{} // buffered(1): a change may be waiting
+	wake chan struct{} // buffered(1): a change may be waiting (inotify)
+	own  chan struct{} // buffered(1): we changed the store ourselves
 	stop chan struct{}
 	done chan struct{}
 
@@ -82,6 +83,7 @@ func (v *View) follow() *follower {
 	f := &follower{
 		v:       v,
 		wake:    make(chan struct{}, 1),
+		own:     make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		subs:    map[int]func(old, new *Index){},
@@ -110,10 +112,14 @@ func (v *View) stopFollowing() {
 	<-f.done
 }
 
-// wakeFollower tells v's follower, if it has one, that the store changed.
+// wakeFollower tells v's follower, if it has one, that we changed the
+// store: it refreshes at once, without waiting for a burst to settle.
 func wakeFollower(v *View) {
 	if f, ok := followers.Load(v); ok {
-		f.(*follower).poke()
+		select {
+		case f.(*follower).own <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -200,6 +206,8 @@ func (f *follower) run(last *Index) {
 			case <-f.wake:
 			default:
 			}
+			forced = true
+		case <-f.own:
 			forced = true
 		case <-tick.C:
 			f.addWatches()

@@ -215,6 +215,9 @@ func TestCLIMountErrors(t *testing.T) {
 	missing := filepath.Join(e.dir, "missing")
 	badStore := []string{"--root", filepath.Join(file, "store"), "--runroot", filepath.Join(e.dir, "run2"), "--storage-driver", "overlay"}
 
+	newRoot, newRun := filepath.Join(e.dir, "new", "graph"), filepath.Join(e.dir, "newrun")
+	badDriver := []string{"--root", newRoot, "--runroot", newRun, "--storage-driver", "no-such-driver"}
+
 	cases := []struct {
 		name string
 		args []string // after "mount" [-f]
@@ -223,6 +226,7 @@ func TestCLIMountErrors(t *testing.T) {
 		{"missing mountpoint", append(e.storeFlags(), missing), missing + " does not exist"},
 		{"mountpoint is a file", append(e.storeFlags(), file), file + " is not a directory"},
 		{"store under a regular file", append(badStore, mp), "cannot open the image store: --root " + file + "/store: " + file + " is not a directory"},
+		{"unknown storage driver", append(badDriver, mp), "cannot open the image store"},
 		{"no mountpoint", e.storeFlags(), "exactly one MOUNTPOINT"},
 		{"two mountpoints", append(e.storeFlags(), mp, mp), "exactly one MOUNTPOINT"},
 		{"unknown flag", []string{"--no-such-flag", mp}, "unknown flag"},
@@ -237,13 +241,15 @@ func TestCLIMountErrors(t *testing.T) {
 				r := e.run(60*time.Second, append(args, tc.args...)...)
 				oneErrorLine(t, tc.name, r, tc.want)
 				assertNothingLeft(t, e)
+				// A refused mount changes nothing: not even the directories
+				// of a store it could not open.
+				for _, p := range []string{filepath.Join(e.dir, "run2"), filepath.Join(e.dir, "new"), newRun} {
+					if _, err := os.Lstat(p); err == nil {
+						t.Errorf("the refused mount created %s", p)
+					}
+				}
 			})
 		}
-	}
-	// A refused mount changes nothing: not even the runroot of the store
-	// it could not open.
-	if _, err := os.Stat(filepath.Join(e.dir, "run2")); err == nil {
-		t.Errorf("the refused mount created the runroot %s/run2", e.dir)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,9 +60,10 @@ func imagefsBin(t testing.TB) string {
 }
 
 func buildImagefs() (string, error) {
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		if gobin, err = exec.LookPath("go"); err != nil {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = "/usr/local/go/bin/go"
+		if _, err := os.Stat(gobin); err != nil {
 			return "", errors.New("no go command to build imagefs with (set IMAGEFS_BIN)")
 		}
 	}
@@ -293,18 +293,6 @@ func waitGone(t testing.TB, pid int, timeout time.Duration) {
 			t.Fatalf("imagefs process %d still running %s after its mount ended", pid, timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// waitMounted waits up to timeout for mp to become a fuse.imagefs mount.
-func waitMounted(t testing.TB, mp string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !isImagefsMount(t, mp) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not become an imagefs mount within %s", mp, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

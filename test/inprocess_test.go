@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/imagefs/imagefs/fs"
@@ -24,13 +25,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 // `imagefs mount` does (fs.Mount: the same go-fuse and mount options,
 // nodes.NewRoot), and returns the mountpoint. The mount owns store from
 // here on: it is closed when the mount ends. At cleanup the mount is
-// unmounted (the test fails if that fails) and nothing may be left mounted.
-func mountInProcess(t *testing.T, store nodes.Store, o fs.Options) string {
+// unmounted (the test fails if that fails) and nothing may be left mounted;
+// unmount does it earlier (once).
+func mountInProcess(t *testing.T, store nodes.Store, o fs.Options) (mnt string, unmount func()) {
 	t.Helper()
 	testenv.RequireFUSE(t)
 	dir := t.TempDir()
 	testenv.NoMountsLeft(t, dir)
-	mnt := filepath.Join(dir, "mnt")
+	mnt = filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -41,10 +43,14 @@ func mountInProcess(t *testing.T, store nodes.Store, o fs.Options) string {
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
-	t.Cleanup(func() {
-		if err := srv.Unmount(false); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	})
-	return mnt
+	var once sync.Once
+	unmount = func() {
+		once.Do(func() {
+			if err := srv.Unmount(false); err != nil {
+				t.Errorf("unmount: %v", err)
+			}
+		})
+	}
+	t.Cleanup(unmount)
+	return mnt, unmount
 }

@@ -3,13 +3,16 @@ package main
 import (
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"log"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -125,7 +128,7 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	}
 	defer signal.Stop(sigs)
-	routeStorageLogs(logger, mf.debug)
+	storageLogs := routeStorageLogs(logger, mf.debug)
 
 	if err := fs.CheckMountpoint(mountpoint); err != nil {
 		return err
@@ -146,8 +149,10 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 	if err := mf.checkStorePaths(); err != nil {
 		return err
 	}
+	undo := mf.noteNewStoreDirs()
 	view, err := storageview.Open(mf.storeOptions())
 	if err != nil {
+		undo()
 		return fmt.Errorf("cannot open the image store: %s", oneLine(err.Error()))
 	}
 	srv, err := fs.Mount(abs, view, fs.Options{
@@ -169,6 +174,7 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 		}
 	}
 	logger.Printf("serving %s at %s (pid %d)", describeStore(mf), abs, os.Getpid())
+	storageLogs.flush()
 	readyCalled = true
 	ready(nil)
 
@@ -223,6 +229,52 @@ func (mf *mountFlags) checkStorePaths() error {
 	return nil
 }
 
+// noteNewStoreDirs notes which of the --root/--runroot directories do not
+// exist yet; the returned undo removes them again when opening the store
+// fails (the store library creates them before it checks, e.g., the
+// driver), so that a refused mount leaves nothing behind. It only removes
+// a tree all of whose entries are younger than the note.
+func (mf *mountFlags) noteNewStoreDirs() (undo func()) {
+	start := time.Now().Add(-time.Second) // file times are coarse
+	var fresh []string
+	for _, p := range []string{mf.root, mf.runroot} {
+		if p == "" {
+			continue
+		}
+		top := ""
+		for dir := filepath.Clean(p); ; dir = filepath.Dir(dir) {
+			if _, err := os.Lstat(dir); err == nil {
+				break
+			}
+			top = dir
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+		if top != "" {
+			fresh = append(fresh, top)
+		}
+	}
+	return func() {
+		for _, top := range fresh {
+			young := true
+			_ = filepath.WalkDir(top, func(_ string, d iofs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				if info, ierr := d.Info(); ierr != nil || info.ModTime().Before(start) {
+					young = false
+					return iofs.SkipAll
+				}
+				return nil
+			})
+			if young {
+				_ = os.RemoveAll(top)
+			}
+		}
+	}
+}
+
 // resolveMountpoint makes path absolute and resolves symlinks, as the
 // kernel will record the mount point.
 func resolveMountpoint(path string) (string, error) {
@@ -269,25 +321,52 @@ func startCPUProfile(path string) (func(), error) {
 }
 
 // routeStorageLogs sends containers/storage's logrus messages through our
-// logger, one line each: warnings and errors normally, everything with --debug.
-func routeStorageLogs(logger *log.Logger, debug bool) {
+// logger, one line each: warnings and errors normally, everything with
+// --debug. Until the mount is up (flush) they are held back, so that a
+// refused mount prints its one error line and nothing else; with --debug
+// they go out at once.
+func routeStorageLogs(logger *log.Logger, debug bool) *logrusHook {
 	logrus.SetOutput(discard{})
 	if debug {
 		logrus.SetLevel(logrus.DebugLevel)
 	} else {
 		logrus.SetLevel(logrus.WarnLevel)
 	}
+	h := &logrusHook{logger: logger, live: debug}
 	logrus.StandardLogger().ReplaceHooks(logrus.LevelHooks{})
-	logrus.AddHook(logrusHook{logger})
+	logrus.AddHook(h)
+	return h
 }
 
-type logrusHook struct{ logger *log.Logger }
+type logrusHook struct {
+	logger *log.Logger
+	mu     sync.Mutex
+	live   bool
+	held   []string
+}
 
-func (logrusHook) Levels() []logrus.Level { return logrus.AllLevels }
+func (*logrusHook) Levels() []logrus.Level { return logrus.AllLevels }
 
-func (h logrusHook) Fire(e *logrus.Entry) error {
-	h.logger.Printf("storage %s: %s", e.Level, oneLine(e.Message))
+func (h *logrusHook) Fire(e *logrus.Entry) error {
+	line := fmt.Sprintf("storage %s: %s", e.Level, oneLine(e.Message))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.live {
+		h.logger.Print(line)
+	} else {
+		h.held = append(h.held, line)
+	}
 	return nil
+}
+
+// flush logs what was held back and lets later messages through.
+func (h *logrusHook) flush() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, l := range h.held {
+		h.logger.Print(l)
+	}
+	h.held, h.live = nil, true
 }
 
 type discard struct{}

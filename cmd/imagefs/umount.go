@@ -54,6 +54,15 @@ func umount(mountpoint string, lazy bool, timeout time.Duration) error {
 		return err
 	}
 	if m == nil {
+		// MOUNTPOINT may be a symlink to the mount point.
+		if r, rerr := filepath.EvalSymlinks(abs); rerr == nil && r != abs {
+			abs = r
+			if m, err = fs.FindMount(abs); err != nil {
+				return err
+			}
+		}
+	}
+	if m == nil {
 		return fmt.Errorf("%s is not mounted", mountpoint)
 	}
 	if m.FSType != fs.FSType {

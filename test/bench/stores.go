@@ -315,12 +315,12 @@ func syntheticBase() []tarEntry {
 		file(fmt.Sprintf("usr/bin/tool%02d", i), 1000+i*1500)
 	}
 	dir("usr/lib", 0o755)
-	file("usr/lib/os-release", "ID=synthetic\n")
+	es = append(es, tarEntry{name: "usr/lib/os-release", typ: tar.TypeReg, mode: 0o644, content: []byte("ID=synthetic\n")})
 	file("usr/lib/libbig.so", 3<<20)
+	dir("usr/share", 0o755)
 	for _, sub := range []string{"doc", "locale", "man"} {
 		dir("usr/share/"+sub, 0o755)
 	}
-	dir("usr/share", 0o755)
 	for i := range 20 {
 		d := fmt.Sprintf("usr/share/doc/pkg%02d", i)
 		dir(d, 0o755)
@@ -463,20 +463,58 @@ func buildScaleStore(ctx context.Context, cfg *config) (*storeInfo, error) {
 			return err
 		}
 
+		// Import: the first image of each base alone (so two copies never
+		// race to create the same base layer), then the rest in parallel:
+		// most of the time goes to the store's untar child processes, which
+		// run outside the store lock.
 		logf("importing %d images into the store", len(images))
 		start := time.Now()
-		for k, p := range images {
+		var done int
+		var mu sync.Mutex
+		importOne := func(p pending) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			if err := sh.importImage(ctx, l.dir, p.ref, p.id, p.names); err != nil {
 				return err
 			}
+			mu.Lock()
+			defer mu.Unlock()
+			if done++; done%200 == 0 {
+				logf("  %d/%d images (%s)", done, len(images), time.Since(start).Round(time.Second))
+			}
+			return nil
+		}
+		first := min(scaleBases, len(images))
+		for _, p := range images[:first] {
+			if err := importOne(p); err != nil {
+				return err
+			}
+		}
+		ich := make(chan pending)
+		ierrs := make([]error, runtime.NumCPU())
+		for w := range ierrs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for p := range ich {
+					if ierrs[w] == nil {
+						ierrs[w] = importOne(p)
+					}
+				}
+			}()
+		}
+		for _, p := range images[first:] {
+			ich <- p
+		}
+		close(ich)
+		wg.Wait()
+		if err := errors.Join(ierrs...); err != nil {
+			return err
+		}
+		for _, p := range images {
 			si.Images = append(si.Images, benchImage{ID: p.id, Names: p.names})
 			si.Names += len(p.names)
-			if (k+1)%200 == 0 {
-				logf("  %d/%d images (%s)", k+1, len(images), time.Since(start).Round(time.Second))
-			}
 		}
 		chain, err := sh.layerChain(hugeID)
 		if err != nil {

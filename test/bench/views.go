@@ -113,7 +113,8 @@ type imagefsView struct {
 	sub        string // the directory the workloads run in, relative to mnt
 	log        string
 	runDir     string // IMAGEFS_RUN_DIR
-	cpuProfile string // --cpuprofile file, "" for none
+	profileDir string // where each mount writes a CPU profile (--cpuprofile); "" for none
+	profiles   int
 	srv        *server
 }
 
@@ -127,10 +128,13 @@ func (v *imagefsView) pid() int {
 	return v.srv.pid()
 }
 
-func (v *imagefsView) args() []string {
+// args are the arguments of imagefs mount, without the mount point; with
+// profile, a new CPU profile file when profiling.
+func (v *imagefsView) args(profile bool) []string {
 	args := []string{"mount", "--root", v.graph, "--runroot", v.run, "--storage-driver", "overlay"}
-	if v.cpuProfile != "" {
-		args = append(args, "--cpuprofile", v.cpuProfile)
+	if profile && v.profileDir != "" {
+		v.profiles++
+		args = append(args, "--cpuprofile", filepath.Join(v.profileDir, fmt.Sprintf("%s-%03d.pprof", filepath.Base(v.mnt), v.profiles)))
 	}
 	return args
 }
@@ -148,7 +152,7 @@ func (v *imagefsView) mount() error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(v.bin, append(v.args(), "-f", v.mnt)...)
+	cmd := exec.Command(v.bin, append(v.args(true), "-f", v.mnt)...)
 	cmd.Env = v.env()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	srv, err := startAndWaitMount(cmd, v.mnt, "fuse.imagefs")

@@ -1,0 +1,446 @@
+package nodes
+
+// Changes in names/: ln -s tags, rm untags (or removes the image whose
+// last name it was), mv retags, mkdir makes the directories a new name
+// needs. See docs/WRITES.md.
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// joinName is the name names/<dir…>/<leaf> spells.
+func joinName(dir []string, leaf string) string {
+	return strings.Join(append(slices.Clone(dir), leaf), "/")
+}
+
+// canonicalName returns the name to store for the path names/<full>: the
+// path must spell the name exactly as the store keeps it (only a missing
+// tag may be left out: ":latest"), so the new link reads back where it
+// was made. podman would store a name without a registry as
+// "localhost/<name>" and "docker.io/x" as "docker.io/library/x"; here such
+// a path is EINVAL, with the path to use in the log line.
+func (t *tree) canonicalName(op, p, full string) (string, syscall.Errno) {
+	stored, err := storageview.NormalizeName(full)
+	if err != nil {
+		return "", t.refuseWrite(op, p, syscall.EINVAL, "%v", err)
+	}
+	if strings.Contains(stored, "@") {
+		return "", t.refuseWrite(op, p, syscall.EINVAL, "a digested name (@sha256:…) cannot be given; only tags can")
+	}
+	if stored != full && stored != full+latestTag {
+		return "", t.refuseWrite(op, p, syscall.EINVAL,
+			"the path spells %q, which the store keeps as %q: use names/%s", full, stored, stored)
+	}
+	return stored, 0
+}
+
+// leafName is the stored name a names/ entry stands for: the leaf itself,
+// or "<leaf>:latest" for a repository named without a tag (as Lookup
+// resolves it); "" when there is none.
+func leafName(ix *storageview.Index, dir []string, leaf string) string {
+	nd := ix.NameDir(dir)
+	if nd == nil {
+		return ""
+	}
+	if _, ok := nd.Leaves[leaf]; ok && nd.Dirs[leaf] == nil {
+		return joinName(dir, leaf)
+	}
+	if !strings.ContainsAny(leaf, ":@") && nd.Dirs[leaf] == nil {
+		if _, ok := nd.Leaves[leaf+latestTag]; ok {
+			return joinName(dir, leaf+latestTag)
+		}
+	}
+	return ""
+}
+
+// isNamesDir reports whether names/<dir…>/<leaf> is a directory: in the
+// index or made by mkdir.
+func (t *tree) isNamesDir(ix *storageview.Index, dir []string, leaf string) bool {
+	if nd := ix.NameDir(dir); nd != nil && nd.Dirs[leaf] != nil {
+		return true
+	}
+	return t.isPending(joinName(dir, leaf))
+}
+
+// Symlink (ln -s TARGET names/<path>/<repo>:<tag>) tags the image TARGET
+// leads to with the name the link's path spells, as podman tag does: a
+// name another image holds moves to this one. TARGET is a path into this
+// mount (images/<id or prefix>, names/<name>, digests/<digest>; relative to
+// the link or absolute), or an image ID, ID prefix or name as podman tag
+// takes it. EINVAL for a bad or non-canonical name, ENOENT for a target
+// that leads to no image.
+func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	const op = "symlink"
+	t, p := d.t, namesPath(d.path, name)
+	w, errno := t.writer(ctx, op, p)
+	if errno != 0 {
+		return nil, errno
+	}
+	stored, errno := t.canonicalName(op, p, joinName(d.path, name))
+	if errno != 0 {
+		return nil, errno
+	}
+	img, err := resolveTarget(w, d.path, target)
+	if err != nil {
+		return nil, t.writeErrno(ctx, op, p+" -> "+target, err)
+	}
+	if err := w.Tag(img.ID, stored); err != nil {
+		return nil, t.writeErrno(ctx, op, p, err)
+	}
+	ix := t.index()
+	t.settlePending(ix)
+	ln := d.link(stored[strings.LastIndexByte(stored, '/')+1:])
+	ch := d.NewInode(ctx, ln, ln.stable())
+	tn, ok := ch.Operations().(treeNode)
+	if !ok {
+		tn = ln
+	}
+	if errno := tn.attr(ctx, ix, &out.Attr); errno != 0 {
+		return nil, errno // removed again in the meantime
+	}
+	e, a := tn.timeouts()
+	out.SetEntryTimeout(e)
+	out.SetAttrTimeout(a)
+	return ch, 0
+}
+
+// Unlink (rm names/…/<repo>:<tag>, also @sha256: names) is podman rmi
+// <name>: only this name goes when the image has others; the image goes
+// with its last name — unless a container uses it: then EBUSY and nothing
+// changed.
+func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
+	const op = "unlink"
+	t, p := d.t, namesPath(d.path, name)
+	w, errno := t.writer(ctx, op, p)
+	if errno != 0 {
+		return errno
+	}
+	ix := t.index()
+	full := leafName(ix, d.path, name)
+	if full == "" {
+		if t.isNamesDir(ix, d.path, name) {
+			return t.refuseWrite(op, p, syscall.EISDIR, "a directory of names, not a name")
+		}
+		return t.refuseWrite(op, p, syscall.ENOENT, "no such name")
+	}
+	if err := w.RemoveName(full); err != nil {
+		return t.writeErrno(ctx, op, p, err)
+	}
+	return 0
+}
+
+// Mkdir makes a directory of names/ a new name needs (mkdir -p
+// names/quay.io/me): it lives in memory until rmdir, or until a name made
+// below it turns it into an ordinary names/ directory (which goes with its
+// last name). The path must be able to start a name: the first level is a
+// registry ("quay.io", "localhost", "example.com:5000").
+func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	const op = "mkdir"
+	t, p := d.t, namesPath(d.path, name)
+	w, errno := t.writer(ctx, op, p)
+	if errno != 0 {
+		return nil, errno
+	}
+	if err := w.Writable(); err != nil {
+		return nil, t.writeErrno(ctx, op, p, err)
+	}
+	ix := t.index()
+	full := joinName(d.path, name)
+	if ix.NameDir(d.path) == nil && !t.isPending(strings.Join(d.path, "/")) && len(d.path) > 0 {
+		return nil, t.refuseWrite(op, p, syscall.ENOENT, "the parent directory is gone")
+	}
+	if t.isNamesDir(ix, d.path, name) || leafName(ix, d.path, name) != "" {
+		return nil, t.refuseWrite(op, p, syscall.EEXIST, "exists")
+	}
+	// A name below the directory must be able to read back where it is made.
+	probe := full + "/x/y"
+	if stored, err := storageview.NormalizeName(probe); err != nil || stored != probe+latestTag {
+		why := "not a valid part of an image name"
+		if err == nil {
+			why = "names below it would be stored as " + strings.TrimSuffix(stored, "/x/y"+latestTag) + "/…; the first level must be a registry (quay.io, localhost, example.com:5000)"
+		}
+		return nil, t.refuseWrite(op, p, syscall.EINVAL, "%s", why)
+	}
+	ws := t.writes()
+	ws.mu.Lock()
+	ws.pending[full] = true
+	ws.mu.Unlock()
+	nd := newPendingNameDir(t, append(slices.Clone(d.path), name))
+	ch := d.NewInode(ctx, nd, nd.stable())
+	nd.attr(ctx, ix, &out.Attr)
+	e, a := nd.timeouts()
+	out.SetEntryTimeout(e)
+	out.SetAttrTimeout(a)
+	return ch, 0
+}
+
+// Rmdir removes a directory mkdir made and no name uses yet. A directory
+// holding names is ENOTEMPTY: names go one by one (rm), never a whole
+// repository at once.
+func (d *namesDir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	const op = "rmdir"
+	t, p := d.t, namesPath(d.path, name)
+	if _, errno := t.writer(ctx, op, p); errno != 0 {
+		return errno
+	}
+	ix := t.index()
+	full := joinName(d.path, name)
+	if nd := ix.NameDir(append(slices.Clone(d.path), name)); nd != nil {
+		return t.refuseWrite(op, p, syscall.ENOTEMPTY, "holds names; remove them one by one")
+	}
+	if !t.isPending(full) {
+		if leafName(ix, d.path, name) != "" {
+			return t.refuseWrite(op, p, syscall.ENOTDIR, "a name, not a directory")
+		}
+		return t.refuseWrite(op, p, syscall.ENOENT, "no such directory")
+	}
+	if len(t.pendingChildren(full)) > 0 {
+		return t.refuseWrite(op, p, syscall.ENOTEMPTY, "holds directories")
+	}
+	ws := t.writes()
+	ws.mu.Lock()
+	delete(ws.pending, full)
+	ws.mu.Unlock()
+	return 0
+}
+
+// namesDirNode is a directory of names/ as a rename's destination.
+type namesDirNode interface{ dirPath() []string }
+
+func (d *namesDir) dirPath() []string { return d.path }
+
+// Rename (mv names/a:1 names/b:2) retags: the image holding the old name
+// gets the new one (added after its names) and loses the old, in one
+// change. EEXIST when another image holds the new name (mv never takes a
+// name from another image; ln -s does); EXDEV out of names/ and for
+// directories (mv then moves the names one by one).
+func (d *namesDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	const op = "rename"
+	t, p := d.t, namesPath(d.path, name)
+	w, errno := t.writer(ctx, op, p)
+	if errno != 0 {
+		return errno
+	}
+	np, ok := newParent.(namesDirNode)
+	if !ok {
+		return t.refuseWrite(op, p, syscall.EXDEV, "a name can only move within names/")
+	}
+	newP := namesPath(np.dirPath(), newName)
+	if flags&fusefs.RENAME_EXCHANGE != 0 {
+		return t.refuseWrite(op, p+" -> "+newP, syscall.EINVAL, "names cannot be exchanged")
+	}
+	ix := t.index()
+	old := leafName(ix, d.path, name)
+	if old == "" {
+		if t.isNamesDir(ix, d.path, name) {
+			return t.refuseWrite(op, p, syscall.EXDEV, "directories of names do not move at once; move the names in it")
+		}
+		return t.refuseWrite(op, p, syscall.ENOENT, "no such name")
+	}
+	if t.isNamesDir(ix, np.dirPath(), newName) {
+		return t.refuseWrite(op, newP, syscall.EISDIR, "a directory of names")
+	}
+	stored, errno := t.canonicalName(op, newP, joinName(np.dirPath(), newName))
+	if errno != 0 {
+		return errno
+	}
+	if err := w.Retag(old, stored); err != nil {
+		return t.writeErrno(ctx, op, p+" -> "+newP, err)
+	}
+	t.settlePending(t.index())
+	return 0
+}
+
+// resolveTarget finds the image a symlink target made in names/<dir…>
+// leads to (see targetRefs).
+func resolveTarget(w Writer, dir []string, target string) (*storageview.Image, error) {
+	var last error = storageview.ErrNotFound
+	for _, ref := range targetRefs(dir, target) {
+		img, err := w.ResolveImage(ref)
+		if err == nil {
+			return img, nil
+		}
+		last = err
+		if !isNotFound(err) {
+			break // ambiguous, or the store failed
+		}
+	}
+	return nil, last
+}
+
+func isNotFound(err error) bool { return errors.Is(err, storageview.ErrNotFound) }
+
+// targetRefs lists what a symlink target may name, best first:
+//   - a path relative to the link's directory names/<dir…> that stays in
+//     the mount: images/<x> → the ID or prefix x, digests/<d> → d,
+//     names/<n…> → the name n (":latest" when untagged);
+//   - any path (absolute, or leaving the mount) ending in images/<x> or
+//     digests/<d>, or holding names/<n…> (the mount point is not known
+//     here, so an absolute path is taken by these components);
+//   - the target itself: an image ID, ID prefix, sha256: digest or name,
+//     as podman tag takes its source.
+func targetRefs(dir []string, target string) []string {
+	var refs []string
+	add := func(r string) {
+		if r != "" && !slices.Contains(refs, r) {
+			refs = append(refs, r)
+		}
+	}
+	parts := pathParts(target)
+	if !strings.HasPrefix(target, "/") {
+		abs := append([]string{"names"}, dir...)
+		inside := true
+		for _, c := range parts {
+			if c == ".." {
+				if len(abs) == 0 {
+					inside = false
+					break
+				}
+				abs = abs[:len(abs)-1]
+				continue
+			}
+			abs = append(abs, c)
+		}
+		if inside {
+			add(mountRef(abs))
+		}
+	}
+	if n := len(parts); n >= 2 && (parts[n-2] == "images" || parts[n-2] == "digests") {
+		add(parts[n-1])
+	}
+	for i := len(parts) - 2; i >= 0; i-- {
+		if parts[i] == "names" {
+			add(strings.Join(parts[i+1:], "/"))
+		}
+	}
+	if !strings.HasPrefix(target, "/") && !strings.HasPrefix(target, ".") && !slices.Contains(parts, "..") {
+		add(strings.TrimSuffix(target, "/"))
+	}
+	return refs
+}
+
+// mountRef is the reference a path from the mount's root names.
+func mountRef(abs []string) string {
+	if len(abs) < 2 {
+		return ""
+	}
+	switch abs[0] {
+	case "images", "digests":
+		if len(abs) == 2 {
+			return abs[1]
+		}
+	case "names":
+		return strings.Join(abs[1:], "/")
+	}
+	return ""
+}
+
+// pathParts splits a path into its components, without empty and "."
+// ones.
+func pathParts(p string) []string {
+	var out []string
+	for _, c := range strings.Split(p, "/") {
+		if c != "" && c != "." {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// pendingNameDir is a names/ directory made by mkdir: empty until a name
+// is made below it; once the index has the directory it behaves as any
+// other names/ directory.
+type pendingNameDir struct{ namesDir }
+
+func newPendingNameDir(t *tree, path []string) *pendingNameDir {
+	return &pendingNameDir{namesDir{dirNode: dirNode{node{t: t}}, path: path}}
+}
+
+// timeouts: while only in memory, the kernel keeps the entry for long
+// (names/ lookups find only names the store has).
+func (d *pendingNameDir) timeouts() (time.Duration, time.Duration) {
+	if d.t.isPending(d.pathString()) {
+		return d.t.immutableTimeout, d.t.attrTimeout
+	}
+	return d.namesDir.timeouts()
+}
+
+func (d *pendingNameDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
+	if ix.NameDir(d.path) != nil {
+		return d.namesDir.attr(ctx, ix, a)
+	}
+	if !d.t.isPending(d.pathString()) {
+		return syscall.ENOENT
+	}
+	fixedDirAttr(d.t, ix, a, d.stable().Ino, len(d.t.pendingChildren(d.pathString())))
+	return 0
+}
+
+// Lookup finds names and directories as names/ does, and directories
+// mkdir made.
+func (d *pendingNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	ix := d.t.index()
+	if ix.NameDir(d.path) != nil {
+		if ch, errno := d.namesDir.Lookup(ctx, name, out); errno != syscall.ENOENT {
+			return ch, errno
+		}
+	}
+	return d.namesDir.lookupPending(ctx, ix, name, out)
+}
+
+// lookupPending finds a directory mkdir made below d.
+func (d *namesDir) lookupPending(ctx context.Context, ix *storageview.Index, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if !d.t.isPending(joinName(d.path, name)) {
+		return nil, syscall.ENOENT
+	}
+	return lookupChild(ctx, d.EmbeddedInode(), name, ix, newPendingNameDir(d.t, append(slices.Clone(d.path), name)), out)
+}
+
+// Readdir lists the names and directories, and the directories mkdir made.
+func (d *pendingNameDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	ix := d.t.index()
+	nd := ix.NameDir(d.path)
+	if nd == nil && !d.t.isPending(d.pathString()) {
+		return nil, syscall.ENOENT
+	}
+	return listing(d.EmbeddedInode(), d.namesDir.entries(nd)), 0
+}
+
+// entries are the sorted listing of names/<d.path> given its index
+// directory (nil when the index has none), with the directories mkdir made.
+func (d *namesDir) entries(nd *storageview.NameDir) []fuse.DirEntry {
+	prefix := d.pathString()
+	if prefix != "" {
+		prefix += "/"
+	}
+	var ents []fuse.DirEntry
+	seen := map[string]bool{}
+	if nd != nil {
+		for name := range nd.Dirs {
+			seen[name] = true
+			ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: hashIno(kindNameDir, prefix+name)})
+		}
+		for name := range nd.Leaves {
+			if nd.Dirs[name] == nil {
+				ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFLNK, Ino: hashIno(kindName, prefix+name)})
+			}
+		}
+	}
+	for _, name := range d.t.pendingChildren(d.pathString()) {
+		if !seen[name] {
+			ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: hashIno(kindNameDir, prefix+name)})
+		}
+	}
+	sortEntries(ents)
+	return ents
+}

@@ -1,0 +1,163 @@
+package nodes
+
+// What the write operations share: the store's write side, who may
+// change things, how a refusal is logged, and the names/ directories that
+// mkdir made and no name holds yet.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// Writer is the store's write side; *storageview.View implements it. A
+// Store without it gives a tree that refuses every change (EROFS).
+type Writer interface {
+	ResolveImage(ref string) (*storageview.Image, error)
+	Tag(imageID, name string) error
+	RemoveName(name string) error
+	RemoveImage(imageID string) error
+	Retag(oldName, newName string) error
+	// Writable is ErrReadOnly when the store may not be changed at all
+	// (mount --read-only).
+	Writable() error
+}
+
+// Subscriber tells of store changes (storageview.View.Subscribe); the tree
+// passes them on to the kernel (notify.go).
+type Subscriber interface {
+	Subscribe(fn func(old, new *storageview.Index)) (cancel func())
+}
+
+// writeState is the write side's state of one mount.
+type writeState struct {
+	mu sync.Mutex
+	// pending are names/ directories made by mkdir ("quay.io/me") that no
+	// name holds yet: they live in memory until rmdir, or until a name
+	// below them makes them ordinary names/ directories.
+	pending map[string]bool
+	cancel  func() // ends the store subscription
+}
+
+// writeStates holds each tree's writeState (tree is defined elsewhere;
+// this keeps the write side's state out of its struct).
+var writeStates sync.Map // *tree → *writeState
+
+func (t *tree) writes() *writeState {
+	if ws, ok := writeStates.Load(t); ok {
+		return ws.(*writeState)
+	}
+	ws, _ := writeStates.LoadOrStore(t, &writeState{pending: map[string]bool{}})
+	return ws.(*writeState)
+}
+
+// isPending reports whether names/<p> is a directory mkdir made.
+func (t *tree) isPending(p string) bool {
+	ws := t.writes()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.pending[p]
+}
+
+// pendingChildren lists the mkdir-made directories right below names/<p>
+// ("" for names/ itself).
+func (t *tree) pendingChildren(p string) []string {
+	ws := t.writes()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var out []string
+	for q := range ws.pending {
+		parent, name := path.Split(q)
+		if strings.TrimSuffix(parent, "/") == p {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// settlePending forgets the mkdir-made directories the index now has
+// (a name below them exists): they are ordinary names/ directories now.
+func (t *tree) settlePending(ix *storageview.Index) {
+	ws := t.writes()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for p := range ws.pending {
+		if ix.NameDir(strings.Split(p, "/")) != nil {
+			delete(ws.pending, p)
+		}
+	}
+}
+
+// mayChange tells whether the caller of a change may make it: root and
+// the user who mounted (the serving process's user). Under allow_other
+// everybody else only reads.
+func mayChange(ctx context.Context) bool {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return true // not from the kernel (a unit test calling a node)
+	}
+	return c.Uid == 0 || c.Uid == uint32(os.Geteuid())
+}
+
+// writer checks that the caller may change the tree and that the store can
+// be changed, and returns the store's write side; otherwise it logs the
+// refusal and returns the errno.
+func (t *tree) writer(ctx context.Context, op, p string) (Writer, syscall.Errno) {
+	if !mayChange(ctx) {
+		uid := uint32(0)
+		if c, ok := fuse.FromContext(ctx); ok {
+			uid = c.Uid
+		}
+		return nil, t.refuseWrite(op, p, syscall.EACCES, "only root and the user who mounted may change the store, not uid %d", uid)
+	}
+	w, ok := t.store.(Writer)
+	if !ok {
+		return nil, t.refuseWrite(op, p, syscall.EROFS, "this store cannot be changed")
+	}
+	return w, 0
+}
+
+// refuseWrite logs a refused change — operation, path, errno, reason — in
+// one line and returns the errno.
+func (t *tree) refuseWrite(op, p string, errno syscall.Errno, format string, args ...any) syscall.Errno {
+	reason := format
+	if len(args) > 0 {
+		reason = fmt.Sprintf(format, args...)
+	}
+	t.log.Printf("%s %s: refused (%s): %s", op, p, unix.ErrnoName(errno), reason)
+	return errno
+}
+
+// writeErrno maps an error of the store's write side to errno, logging
+// the refusal (or, for an unexpected error, the failure).
+func (t *tree) writeErrno(ctx context.Context, op, p string, err error) syscall.Errno {
+	var errno syscall.Errno
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, storageview.ErrNameTaken):
+		errno = syscall.EEXIST
+	case errors.Is(err, storageview.ErrNotFound), errors.Is(err, storageview.ErrAmbiguous),
+		errors.Is(err, storageview.ErrInUse), errors.Is(err, storageview.ErrReadOnly),
+		errors.Is(err, storageview.ErrInvalidName):
+		errno = t.toErrno(ctx, op, p, err)
+	default:
+		return t.toErrno(ctx, op, p, err) // logs it
+	}
+	return t.refuseWrite(op, p, errno, "%v", err)
+}
+
+// namesPath is "/names/<p…>/<name>" for log lines.
+func namesPath(dir []string, name string) string {
+	return "/" + path.Join(append(append([]string{"names"}, dir...), name)...)
+}

@@ -1,0 +1,430 @@
+package storageview
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagefs/imagefs/internal/fixture"
+	"github.com/imagefs/imagefs/internal/testenv"
+	"go.podman.io/storage"
+)
+
+// mutateImages are the images of the mutation tests. base and tool share
+// the base layer; busy gets a container; lone is dangling.
+func mutateImages() map[string]fixture.Image {
+	baseLayer := fixture.Layer{Entries: []fixture.Entry{fixture.File("etc/os", "base\n")}}
+	return map[string]fixture.Image{
+		"base": {
+			Names:  []string{"docker.io/library/alpine:3.19", "localhost/app:1"},
+			Layers: []fixture.Layer{baseLayer},
+			Config: fixture.Config{Cmd: []string{"/bin/true"}},
+		},
+		"tool": {
+			Names: []string{"quay.io/org/tool:2"},
+			Layers: []fixture.Layer{baseLayer,
+				{Entries: []fixture.Entry{fixture.File("usr/bin/tool", "tool\n")}}},
+			Config: fixture.Config{Cmd: []string{"/usr/bin/tool"}},
+		},
+		"busy": {
+			Names:  []string{"localhost/busy:1"},
+			Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("busy", "busy\n")}}},
+			Config: fixture.Config{Cmd: []string{"/busy"}},
+		},
+		"lone": {
+			Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("lone", "lone\n")}}},
+		},
+	}
+}
+
+// mutateStore makes a store of driver holding mutateImages, with a
+// container using busy; it returns the images' IDs by key.
+func mutateStore(t *testing.T, driver string) (*fixture.Store, map[string]string) {
+	t.Helper()
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, driver)
+	ids := map[string]string{}
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range mutateImages() {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		ids[k] = s.Add(t, mutateImages()[k]).ID
+	}
+	s.PodmanOutput(t, "create", "--pull=never", "--net", "none", "--name", "c1", ids["busy"])
+	return s, ids
+}
+
+// podmanTry runs podman on s and returns its combined output and error.
+func podmanTry(s *fixture.Store, args ...string) (string, error) {
+	out, err := s.Podman(args...).CombinedOutput()
+	return string(out), err
+}
+
+// storeState is the part of a store the mutations change, read from the
+// store's own records: image → names and names history, and the image
+// layers.
+type storeState struct {
+	Names   map[string][]string
+	History map[string][]string
+	Layers  []string
+}
+
+func stateOf(t *testing.T, st storage.Store) storeState {
+	t.Helper()
+	imgs, err := st.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := st.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrs, err := st.Containers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrLayer := map[string]bool{}
+	for _, c := range ctrs {
+		ctrLayer[c.LayerID] = true
+	}
+	s := storeState{Names: map[string][]string{}, History: map[string][]string{}}
+	for _, img := range imgs {
+		s.Names[img.ID] = slices.Clone(img.Names)
+		s.History[img.ID] = slices.Clone(img.NamesHistory)
+	}
+	for _, l := range layers {
+		if !ctrLayer[l.ID] { // a container's own layer has a random ID
+			s.Layers = append(s.Layers, l.ID)
+		}
+	}
+	sort.Strings(s.Layers)
+	return s
+}
+
+func (s storeState) String() string {
+	b, _ := json.MarshalIndent(s, "", "  ")
+	return string(b)
+}
+
+// podmanImages is `podman images -a --format json` as podman prints it.
+func podmanImages(t *testing.T, s *fixture.Store) string {
+	t.Helper()
+	return s.PodmanOutput(t, "images", "-a", "--format", "json")
+}
+
+// podmanRepoTags maps image ID → RepoTags from podman images -a.
+func podmanRepoTags(t *testing.T, s *fixture.Store) map[string][]string {
+	t.Helper()
+	var listed []struct {
+		ID    string `json:"Id"`
+		Names []string
+	}
+	if err := json.Unmarshal([]byte(podmanImages(t, s)), &listed); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string][]string{}
+	for _, p := range listed {
+		m[p.ID] = p.Names
+	}
+	return m
+}
+
+// agree checks that the view's index and podman see the same images and
+// names.
+func agree(t *testing.T, v *View, s *fixture.Store) {
+	t.Helper()
+	ix := v.Index()
+	theirs := podmanRepoTags(t, s)
+	ours := map[string][]string{}
+	for _, img := range ix.Images {
+		ours[img.ID] = img.Names
+	}
+	if len(ours) != len(theirs) {
+		t.Errorf("index has %d images, podman %d", len(ours), len(theirs))
+	}
+	for id, names := range theirs {
+		n, ok := ours[id]
+		if !ok {
+			t.Errorf("podman lists %s, the index does not", short(id))
+			continue
+		}
+		if len(names) == 0 {
+			names = nil
+		}
+		if len(n) == 0 {
+			n = nil
+		}
+		if !slices.Equal(n, names) {
+			t.Errorf("image %s: index names %v, podman %v", short(id), n, names)
+		}
+	}
+}
+
+// TestMutate applies the same changes to two copies of one store, through
+// the View to one (overlay) and through podman to the other (vfs), and
+// requires identical records after every step: names, names history,
+// images, layers. podman on the View's store must agree with the index.
+func TestMutate(t *testing.T) {
+	start := time.Now()
+	a, ids := mutateStore(t, "overlay")
+	b, idsB := mutateStore(t, "vfs")
+	for k := range ids {
+		if ids[k] != idsB[k] {
+			t.Fatalf("the fixture is not deterministic: %s is %s and %s", k, ids[k], idsB[k])
+		}
+	}
+	v := openView(t, a)
+	t.Logf("setup %s", time.Since(start))
+
+	steps := []struct {
+		what   string
+		ours   func() error
+		podman [][]string
+	}{
+		{"tag with a short name",
+			func() error { return v.Tag(ids["base"], "myapp") },
+			[][]string{{"tag", ids["base"], "myapp"}}},
+		{"tag with a short name and tag (localhost, not docker.io)",
+			func() error { return v.Tag(ids["tool"], "alpine:3.19") },
+			[][]string{{"tag", ids["tool"], "alpine:3.19"}}},
+		{"tag with a name another image holds (it moves)",
+			func() error { return v.Tag(ids["tool"], "docker.io/alpine:3.19") },
+			[][]string{{"tag", ids["tool"], "docker.io/alpine:3.19"}}},
+		{"tag an image with a name it already has",
+			func() error { return v.Tag(ids["tool"], "quay.io/org/tool:2") },
+			[][]string{{"tag", ids["tool"], "quay.io/org/tool:2"}}},
+		{"tag a dangling image",
+			func() error { return v.Tag(ids["lone"], "example.com:5000/lone") },
+			[][]string{{"tag", ids["lone"], "example.com:5000/lone"}}},
+		{"remove one of several names (untag only)",
+			func() error { return v.RemoveName("localhost/app:1") },
+			[][]string{{"rmi", "localhost/app:1"}}},
+		{"retag",
+			func() error { return v.Retag("localhost/myapp:latest", "quay.io/x/y:1") },
+			[][]string{{"tag", ids["base"], "quay.io/x/y:1"}, {"untag", ids["base"], "localhost/myapp:latest"}}},
+		{"remove an image's last name (the image goes, the shared layer stays)",
+			func() error { return v.RemoveName("quay.io/x/y:1") },
+			[][]string{{"rmi", "quay.io/x/y:1"}}},
+		{"remove by ID an image with several names",
+			func() error { return v.RemoveImage(ids["tool"]) },
+			[][]string{{"rmi", "-f", ids["tool"]}}},
+		{"remove by ID a once dangling image",
+			func() error { return v.RemoveImage(ids["lone"]) },
+			[][]string{{"rmi", ids["lone"]}}},
+	}
+	for _, st := range steps {
+		if err := st.ours(); err != nil {
+			t.Fatalf("%s: %v", st.what, err)
+		}
+		for _, args := range st.podman {
+			if out, err := podmanTry(b, args...); err != nil {
+				t.Fatalf("%s: podman %v: %v\n%s", st.what, args, err, out)
+			}
+		}
+		got, want := stateOf(t, a.Store), stateOf(t, b.Store)
+		if got.String() != want.String() {
+			t.Fatalf("%s: the store differs from podman's doing the same\nours:\n%s\npodman's:\n%s", st.what, got, want)
+		}
+		agree(t, v, a)
+	}
+	// busy's layer is all that is left: the base layer tool and base shared went with the last of them.
+	if left := stateOf(t, a.Store).Layers; len(left) != 1 {
+		t.Errorf("layers left: %v, want busy's only", left)
+	}
+	t.Logf("total %s", time.Since(start))
+}
+
+// TestMutateRefused: each refused change returns its error and leaves
+// podman's listing byte for byte unchanged; an image a container uses
+// cannot be removed by name, by ID or through its digest.
+func TestMutateRefused(t *testing.T) {
+	s, ids := mutateStore(t, "overlay")
+	list := s.AddList(t, []string{"localhost/list:1"}, nil)
+	v := openView(t, s)
+	before := podmanImages(t, s)
+	busyDigest := v.Index().ImageByID(ids["busy"]).Digest
+
+	cases := []struct {
+		what string
+		op   func() error
+		want error
+	}{
+		{"rm the last name of an image in use", func() error { return v.RemoveName("localhost/busy:1") }, ErrInUse},
+		{"rmdir an image in use", func() error { return v.RemoveImage(ids["busy"]) }, ErrInUse},
+		{"rm the digest of an image in use", func() error {
+			img, err := v.ResolveImage(busyDigest.String())
+			if err != nil {
+				return err
+			}
+			return v.RemoveImage(img.ID)
+		}, ErrInUse},
+		{"upper case repository", func() error { return v.Tag(ids["base"], "localhost/Bad:1") }, ErrInvalidName},
+		{"bad tag characters", func() error { return v.Tag(ids["base"], "localhost/bad:a/b") }, ErrInvalidName},
+		{"tag too long", func() error { return v.Tag(ids["base"], "localhost/bad:"+strings.Repeat("t", 129)) }, ErrInvalidName},
+		{"name too long", func() error { return v.Tag(ids["base"], "localhost/"+strings.Repeat("n", 260)+":1") }, ErrInvalidName},
+		{"a digest as a name", func() error { return v.Tag(ids["base"], busyDigest.String()) }, ErrInvalidName},
+		{"a digested name", func() error { return v.Tag(ids["base"], "localhost/x@"+busyDigest.String()) }, ErrInvalidName},
+		{"empty name", func() error { return v.Tag(ids["base"], "") }, ErrInvalidName},
+		{"tag an unknown image", func() error { return v.Tag(strings.Repeat("0", 64), "localhost/x:1") }, ErrNotFound},
+		{"remove an unknown name", func() error { return v.RemoveName("localhost/nothing:1") }, ErrNotFound},
+		{"remove an unknown image", func() error { return v.RemoveImage(strings.Repeat("0", 64)) }, ErrNotFound},
+		{"retag onto another image's name", func() error { return v.Retag("localhost/app:1", "quay.io/org/tool:2") }, ErrNameTaken},
+		{"retag an unknown name", func() error { return v.Retag("localhost/nothing:1", "localhost/x:1") }, ErrNotFound},
+		{"retag to a bad name", func() error { return v.Retag("localhost/app:1", "localhost/UP:1") }, ErrInvalidName},
+		{"resolve nothing", func() error { _, err := v.ResolveImage("localhost/nothing:1"); return err }, ErrNotFound},
+	}
+	for _, c := range cases {
+		err := c.op()
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: error %v, want %v", c.what, err, c.want)
+		}
+		if after := podmanImages(t, s); after != before {
+			t.Fatalf("%s changed podman's listing:\nbefore %s\nafter  %s", c.what, before, after)
+		}
+	}
+
+	// podman refuses the same removals (the witness agrees these are refusals).
+	for _, args := range [][]string{{"rmi", "localhost/busy:1"}, {"rmi", ids["busy"]}} {
+		if out, err := podmanTry(s, args...); err == nil {
+			t.Errorf("podman %v succeeded, expected a refusal:\n%s", args, out)
+		}
+	}
+
+	// A second name does not protect: removing one name of an image in
+	// use only untags, as podman rmi does.
+	if err := v.Tag(ids["busy"], "localhost/busy:2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.RemoveName("localhost/busy:1"); err != nil {
+		t.Fatalf("untag of an image in use with two names: %v", err)
+	}
+	agree(t, v, s)
+
+	// A read-only view refuses everything, changing nothing.
+	ro := &mutator{store: s.Store, readOnly: true}
+	before = podmanImages(t, s)
+	for what, op := range map[string]func() error{
+		"tag":    func() error { _, err := ro.tag(ids["base"], "localhost/x:1"); return err },
+		"untag":  func() error { _, _, err := ro.removeName("localhost/app:1"); return err },
+		"remove": func() error { return ro.removeImage(ids["lone"]) },
+		"retag":  func() error { _, _, err := ro.retag("localhost/app:1", "localhost/x:1"); return err },
+	} {
+		if err := op(); !errors.Is(err, ErrReadOnly) {
+			t.Errorf("read-only %s: %v, want ErrReadOnly", what, err)
+		}
+	}
+	if after := podmanImages(t, s); after != before {
+		t.Fatalf("the read-only view changed the store")
+	}
+
+	// A manifest list can be removed.
+	if err := v.RemoveImage(list.ID); err != nil {
+		t.Fatalf("removing a manifest list: %v", err)
+	}
+	agree(t, v, s)
+}
+
+// TestResolve compares ResolveImage with podman's own lookup of the same
+// references (podman image inspect --format {{.Id}}).
+func TestResolve(t *testing.T) {
+	s, ids := mutateStore(t, "overlay")
+	v := openView(t, s)
+	if err := v.Tag(ids["tool"], "docker.io/library/tool:latest"); err != nil {
+		t.Fatal(err)
+	}
+	ix := v.Index()
+	base := ix.ImageByID(ids["base"])
+	refs := []string{
+		ids["base"],                     // full ID
+		ids["tool"][:12],                // prefix
+		"sha256:" + ids["busy"],         // sha256:ID
+		"docker.io/library/alpine:3.19", // stored name
+		"alpine:3.19",                   // short name → docker.io
+		"app:1",                         // short name → localhost
+		"localhost/app:1",               // qualified
+		"tool",                          // short, no tag → docker.io/library/tool:latest
+		"org/tool:2",                    // suffix of quay.io/org/tool:2
+		"quay.io/org/tool:2",
+		"docker.io/library/alpine@" + base.Digest.String(), // digested
+		"alpine:3.19@" + base.Digest.String(),              // tagged and digested: the digest counts
+	}
+	for _, ref := range refs {
+		img, err := v.ResolveImage(ref)
+		if err != nil {
+			t.Errorf("ResolveImage(%q): %v", ref, err)
+			continue
+		}
+		want := strings.TrimSpace(s.PodmanOutput(t, "image", "inspect", "--format", "{{.Id}}", ref))
+		if img.ID != want {
+			t.Errorf("ResolveImage(%q) = %s, podman %s", ref, short(img.ID), short(want))
+		}
+	}
+	// imagefs also resolves a manifest digest (digests/ entries), which
+	// podman only takes as an ID.
+	if img, err := v.ResolveImage(base.Digest.String()); err != nil || img.ID != base.ID {
+		t.Errorf("ResolveImage(manifest digest) = %v, %v; want %s", img, err, short(base.ID))
+	}
+	for _, ref := range []string{"nothing", "localhost/nothing:1", "sha256:" + strings.Repeat("f", 64), "Bad Ref"} {
+		if _, err := v.ResolveImage(ref); !errors.Is(err, ErrNotFound) {
+			t.Errorf("ResolveImage(%q): %v, want ErrNotFound", ref, err)
+		}
+		if _, err := podmanTry(s, "image", "exists", ref); err == nil {
+			t.Errorf("podman finds %q", ref)
+		}
+	}
+}
+
+// TestIDPrefixAmbiguous: a prefix two IDs share is ErrAmbiguous, a longer
+// one resolves; a prefix also matched as a name goes to the name, as
+// c/storage looks names up before prefixes.
+func TestIDPrefixAmbiguous(t *testing.T) {
+	imgs := []storage.Image{
+		{ID: "abc1" + strings.Repeat("0", 60)},
+		{ID: "abc2" + strings.Repeat("0", 60)},
+		{ID: "fed0" + strings.Repeat("0", 60), Names: []string{"abc"}},
+	}
+	if _, err := byIDPrefix(imgs, "abc"); !errors.Is(err, ErrAmbiguous) {
+		t.Errorf("abc: %v, want ErrAmbiguous", err)
+	}
+	if img, err := byIDPrefix(imgs, "abc2"); err != nil || img == nil || img.ID != imgs[1].ID {
+		t.Errorf("abc2: %v %v", img, err)
+	}
+	if img, _ := byIDPrefix(imgs, "ABC"); img != nil {
+		t.Errorf("upper case prefix matched %s", img.ID)
+	}
+	if img := byName(imgs, "abc"); img == nil || img.ID != imgs[2].ID {
+		t.Errorf("name abc: %v", img)
+	}
+}
+
+// TestNormalizeName: podman tag's naming rules.
+func TestNormalizeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"app":                           "localhost/app:latest",
+		"app:1":                         "localhost/app:1",
+		"org/app:1":                     "localhost/org/app:1",
+		"localhost/app":                 "localhost/app:latest",
+		"docker.io/alpine":              "docker.io/library/alpine:latest",
+		"quay.io/me/app:1":              "quay.io/me/app:1",
+		"example.com:5000/a/b/c:v1.2-3": "example.com:5000/a/b/c:v1.2-3",
+		"quay.io/me/app@sha256:" + strings.Repeat("a", 64):   "quay.io/me/app@sha256:" + strings.Repeat("a", 64),
+		"quay.io/me/app:1@sha256:" + strings.Repeat("a", 64): "quay.io/me/app@sha256:" + strings.Repeat("a", 64),
+	} {
+		got, err := NormalizeName(in)
+		if err != nil || got != want {
+			t.Errorf("NormalizeName(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "App", "quay.io/Me/app", "app:", "app:bad/tag", "-app", "sha256:" + strings.Repeat("a", 64), "a b"} {
+		if got, err := NormalizeName(in); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("NormalizeName(%q) = %q, %v; want ErrInvalidName", in, got, err)
+		}
+	}
+}

@@ -1,0 +1,188 @@
+package storageview
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imagefs/imagefs/internal/fixture"
+	"github.com/imagefs/imagefs/internal/testenv"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// changeLog collects what subscribers are told.
+type changeLog struct {
+	mu      sync.Mutex
+	changes []*Changes
+	gens    [][2]uint64
+}
+
+func (c *changeLog) record(old, new *Index) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.changes = append(c.changes, Diff(old, new))
+	c.gens = append(c.gens, [2]uint64{old.Generation, new.Generation})
+}
+
+// waitFor polls until what subscribers were told since the last reset,
+// taken together, satisfies ok; it fails one second after since (the
+// issue's bound; since is when the writer finished). A writer's change
+// may arrive in steps (podman import: the layer, then the image).
+func (c *changeLog) waitFor(t *testing.T, what string, since time.Time, ok func(*Changes) bool) time.Duration {
+	t.Helper()
+	deadline := since.Add(time.Second)
+	for {
+		c.mu.Lock()
+		all := &Changes{}
+		for _, ch := range c.changes {
+			all.ImagesAdded = append(all.ImagesAdded, ch.ImagesAdded...)
+			all.ImagesRemoved = append(all.ImagesRemoved, ch.ImagesRemoved...)
+			all.ImagesChanged = append(all.ImagesChanged, ch.ImagesChanged...)
+			all.NamesAdded = append(all.NamesAdded, ch.NamesAdded...)
+			all.NamesRemoved = append(all.NamesRemoved, ch.NamesRemoved...)
+			all.NamesMoved = append(all.NamesMoved, ch.NamesMoved...)
+			all.DigestsAdded = append(all.DigestsAdded, ch.DigestsAdded...)
+			all.DigestsRemoved = append(all.DigestsRemoved, ch.DigestsRemoved...)
+			all.LayersAdded = append(all.LayersAdded, ch.LayersAdded...)
+			all.LayersRemoved = append(all.LayersRemoved, ch.LayersRemoved...)
+		}
+		c.mu.Unlock()
+		if ok(all) {
+			return time.Since(since)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not told within 1s; told %+v", what, *all)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (c *changeLog) reset() {
+	c.mu.Lock()
+	c.changes, c.gens = nil, nil
+	c.mu.Unlock()
+}
+
+// TestSubscribe: changes podman makes in another process reach a
+// subscriber within a second, described by Diff; so do our own.
+func TestSubscribe(t *testing.T) {
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, "overlay")
+	a := s.Add(t, fixture.Image{
+		Names:  []string{"localhost/w/a:1"},
+		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a\n")}}},
+	})
+	v := openView(t, s)
+	var log changeLog
+	cancel := v.Subscribe(log.record)
+	defer cancel()
+
+	f, _ := followers.Load(v)
+	if f == nil || len(f.(*follower).watched) == 0 {
+		t.Fatalf("the follower watches no directory")
+	}
+
+	s.PodmanOutput(t, "tag", a.ID, "quay.io/w/b:2")
+	took := log.waitFor(t, "podman tag", time.Now(), func(c *Changes) bool {
+		return slices.Contains(c.NamesAdded, "quay.io/w/b:2") && slices.Contains(c.ImagesChanged, a.ID)
+	})
+	t.Logf("podman tag seen %s after podman exited", took)
+
+	tarball := filepath.Join(t.TempDir(), "x.tar")
+	writeFile(t, tarball, tarOf(t, map[string]string{"x": "x\n"}))
+	log.reset()
+	out := s.PodmanOutput(t, "import", tarball, "localhost/w/imported:1")
+	newID := strings.TrimPrefix(strings.TrimSpace(out), "sha256:")
+	log.waitFor(t, "podman import", time.Now(), func(c *Changes) bool {
+		return slices.Contains(c.ImagesAdded, newID) && slices.Contains(c.NamesAdded, "localhost/w/imported:1") &&
+			len(c.LayersAdded) == 1 && len(c.DigestsAdded) >= 1
+	})
+
+	log.reset()
+	s.PodmanOutput(t, "rmi", "localhost/w/imported:1")
+	log.waitFor(t, "podman rmi", time.Now(), func(c *Changes) bool {
+		return slices.Contains(c.ImagesRemoved, newID) && slices.Contains(c.NamesRemoved, "localhost/w/imported:1") &&
+			len(c.LayersRemoved) == 1 && len(c.DigestsRemoved) >= 1
+	})
+
+	// Our own change: told at once (no waiting for a tick).
+	log.reset()
+	start := time.Now()
+	if err := v.Retag("quay.io/w/b:2", "quay.io/w/c:3"); err != nil {
+		t.Fatal(err)
+	}
+	took = log.waitFor(t, "our retag", start, func(c *Changes) bool {
+		return slices.Contains(c.NamesAdded, "quay.io/w/c:3") && slices.Contains(c.NamesRemoved, "quay.io/w/b:2")
+	})
+	if took > followTick {
+		t.Errorf("our own change took %s to reach the subscriber", took)
+	}
+	// Generations only move forward, and each call starts where the last ended.
+	log.mu.Lock()
+	for i, g := range log.gens {
+		if g[1] <= g[0] || (i > 0 && g[0] != log.gens[i-1][1]) {
+			t.Errorf("generations told: %v", log.gens)
+			break
+		}
+	}
+	log.mu.Unlock()
+
+	// After cancel the follower stops: no more calls.
+	cancel()
+	if _, ok := followers.Load(v); ok {
+		t.Fatal("the follower still runs after the last cancel")
+	}
+	log.reset()
+	if err := v.Tag(a.ID, "localhost/w/after:1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * followDebounce)
+	log.mu.Lock()
+	n := len(log.changes)
+	log.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d calls after cancel", n)
+	}
+}
+
+// TestDiff: the differences between two synthetic indexes.
+func TestDiff(t *testing.T) {
+	id := func(c string) string { return strings.Repeat(c, 64) }
+	d := func(s string) digest.Digest { return digest.FromString(s) }
+	old := NewIndex(1, []*Image{
+		{ID: id("a"), Names: []string{"x.io/a:1", "x.io/moves:1"}, Digest: d("a"), Digests: []digest.Digest{d("a")}, Layers: []string{id("1")}},
+		{ID: id("b"), Names: []string{"x.io/b:1"}, Digest: d("b"), Digests: []digest.Digest{d("b")}, Layers: []string{id("1"), id("2")}},
+	}, []*Layer{{ID: id("1")}, {ID: id("2"), Parent: id("1")}})
+	new := NewIndex(2, []*Image{
+		{ID: id("a"), Names: []string{"x.io/a:1"}, Digest: d("a"), Digests: []digest.Digest{d("a")}, Layers: []string{id("1")}},
+		{ID: id("c"), Names: []string{"x.io/c:1", "x.io/moves:1"}, Digest: d("c"), Digests: []digest.Digest{d("c")}, Layers: []string{id("1"), id("3")}},
+	}, []*Layer{{ID: id("1")}, {ID: id("3"), Parent: id("1")}})
+	c := Diff(old, new)
+	check := func(what string, got, want []string) {
+		t.Helper()
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", what, got, want)
+		}
+	}
+	check("ImagesAdded", c.ImagesAdded, []string{id("c")})
+	check("ImagesRemoved", c.ImagesRemoved, []string{id("b")})
+	check("ImagesChanged", c.ImagesChanged, []string{id("a")})
+	check("NamesAdded", c.NamesAdded, []string{"x.io/c:1"})
+	check("NamesRemoved", c.NamesRemoved, []string{"x.io/b:1"})
+	check("NamesMoved", c.NamesMoved, []string{"x.io/moves:1"})
+	check("LayersAdded", c.LayersAdded, []string{id("3")})
+	check("LayersRemoved", c.LayersRemoved, []string{id("2")})
+	check("LayersChanged", c.LayersChanged, []string{id("1")}) // its images changed
+	if !slices.Equal(c.DigestsAdded, []digest.Digest{d("c")}) || !slices.Equal(c.DigestsRemoved, []digest.Digest{d("b")}) {
+		t.Errorf("digests: added %v removed %v", c.DigestsAdded, c.DigestsRemoved)
+	}
+	if c.Empty() || !Diff(new, new).Empty() {
+		t.Errorf("Empty: %v for a change, %v for none", c.Empty(), Diff(new, new).Empty())
+	}
+	if all := Diff(nil, new); len(all.ImagesAdded) != 2 || len(all.NamesAdded) != 3 {
+		t.Errorf("Diff(nil, new): %+v", all)
+	}
+}

@@ -1,0 +1,478 @@
+package test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/internal/fixture"
+)
+
+// treeStore is a real store with the image kinds the tree must show: a
+// single-layer image, a multi-layer image sharing its base with another,
+// an image with several names (tags, a digested name), a dangling image
+// and a manifest list with one local and one missing instance.
+type treeStore struct {
+	s                                    *fixture.Store
+	single, multi, named, dangling, list fixture.Added
+	missing                              digest.Digest
+}
+
+func newTreeStore(t *testing.T, driver string) *treeStore {
+	t.Helper()
+	s := fixture.NewStore(t, driver)
+	ts := &treeStore{s: s, missing: digest.FromString("an instance that is not stored here")}
+	base := fixture.Layer{Entries: []fixture.Entry{fixture.File("etc/os-release", "ID=fixture\n")}}
+	ts.single = s.Add(t, fixture.Image{Names: []string{"docker.io/library/single:1"},
+		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("etc/hostname", "single\n")}}}})
+	ts.multi = s.Add(t, fixture.Image{Names: []string{"localhost/multi"}, Layers: []fixture.Layer{
+		base,
+		{Entries: []fixture.Entry{fixture.File("usr/bin/app", "app\n")}},
+		{Entries: []fixture.Entry{fixture.Whiteout("etc/os-release"), fixture.File("etc/motd", "hi\n")}},
+	}})
+	ts.named = s.Add(t, fixture.Image{
+		Names:  []string{"docker.io/library/alpine:3.19", "docker.io/library/alpine:latest", "quay.io/org/team/app:v1"},
+		Layers: []fixture.Layer{base, {Entries: []fixture.Entry{fixture.File("named", "yes\n")}}},
+	})
+	digested := "quay.io/org/team/app@" + ts.named.ManifestDigest.String()
+	if err := s.Store.AddNames(ts.named.ID, []string{digested}); err != nil {
+		t.Fatal(err)
+	}
+	ts.named.Names = append(ts.named.Names, digested)
+	ts.dangling = s.Add(t, fixture.Image{Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("d", "dangling\n")}}}})
+	ts.list = s.AddList(t, []string{"localhost/list:1"}, []fixture.ListInstance{
+		ts.single.Instance(),
+		{Digest: ts.missing, Size: 123, OS: "linux", Architecture: "arm64", Variant: "v8"},
+	})
+	return ts
+}
+
+// mount opens the store as imagefs does and mounts its tree in-process.
+func (ts *treeStore) mount(t *testing.T) (string, func()) {
+	t.Helper()
+	return mountInProcess(t, newTestStore(t, ts.s), fs.Options{})
+}
+
+func readDirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("readdir %s: %v", dir, err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// readSized reads a file and checks that stat's size is what was read
+// and that the mode is 0444.
+func readSized(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("read %s: %v", path, err)
+		return nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Errorf("stat %s: %v", path, err)
+		return data
+	}
+	if st.Size() != int64(len(data)) || st.Mode() != 0o444 {
+		t.Errorf("%s: stat size %d mode %v, read %d bytes; want equal sizes and -r--r--r--", path, st.Size(), st.Mode(), len(data))
+	}
+	return data
+}
+
+func ino(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Errorf("stat %s: %v", path, err)
+	}
+	return st.Ino
+}
+
+func sha256Of(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// TestTree checks every file and link of the tree through the kernel,
+// against the store's own records, for both drivers.
+func TestTree(t *testing.T) {
+	for _, driver := range []string{"overlay", "vfs"} {
+		t.Run(driver, func(t *testing.T) {
+			ts := newTreeStore(t, driver)
+			mnt, _ := ts.mount(t)
+			checkImages(t, ts, mnt)
+			checkNames(t, ts, mnt)
+			checkDigests(t, ts, mnt)
+			checkLayers(t, ts, mnt)
+			checkList(t, ts, mnt)
+		})
+	}
+}
+
+func checkImages(t *testing.T, ts *treeStore, mnt string) {
+	images, err := ts.s.Store.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, img := range images {
+		ids = append(ids, img.ID)
+	}
+	sort.Strings(ids)
+	if got := readDirNames(t, filepath.Join(mnt, "images")); !slices.Equal(got, ids) {
+		t.Errorf("images/ lists %q, the store holds %q", got, ids)
+	}
+	for _, a := range []fixture.Added{ts.single, ts.multi, ts.named, ts.dangling} {
+		dir := filepath.Join(mnt, "images", a.ID)
+		stored, err := ts.s.Store.Image(a.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(dir)
+		if err != nil || st.Mode() != iofs.ModeDir|0o555 || !st.ModTime().Equal(stored.Created) {
+			t.Errorf("%s: %v %v; want dr-xr-xr-x with mtime %v", dir, st, err, stored.Created)
+		}
+		manifest := readSized(t, filepath.Join(dir, "manifest"))
+		if string(manifest) != string(a.Manifest) {
+			t.Errorf("%s: manifest differs from the stored one", a.ID[:12])
+		}
+		dg := readSized(t, filepath.Join(dir, "digest"))
+		if string(dg) != a.ManifestDigest.String()+"\n" || "sha256:"+sha256Of(manifest)+"\n" != string(dg) {
+			t.Errorf("%s: digest file %q, manifest digest %s, sha256(manifest) %s", a.ID[:12], dg, a.ManifestDigest, sha256Of(manifest))
+		}
+		if stored.Digest != a.ManifestDigest {
+			t.Errorf("%s: the store's digest %s, the fixture's %s", a.ID[:12], stored.Digest, a.ManifestDigest)
+		}
+		config := readSized(t, filepath.Join(dir, "config"))
+		if sha256Of(config) != a.ID || string(config) != string(a.Config) {
+			t.Errorf("%s: sha256(config) = %s", a.ID[:12], sha256Of(config))
+		}
+		wantNames := ""
+		for _, n := range stored.Names {
+			wantNames += n + "\n"
+		}
+		if got := readSized(t, filepath.Join(dir, "names")); string(got) != wantNames {
+			t.Errorf("%s: names %q, the store has %q", a.ID[:12], got, wantNames)
+		}
+		var inspect map[string]any
+		if err := json.Unmarshal(readSized(t, filepath.Join(dir, "inspect.json")), &inspect); err != nil || inspect["Id"] != a.ID {
+			t.Errorf("%s: inspect.json: Id %v, %v", a.ID[:12], inspect["Id"], err)
+		}
+		if h := readSized(t, filepath.Join(dir, "history")); len(h) == 0 {
+			t.Errorf("%s: empty history", a.ID[:12])
+		}
+		// The layer chain, base first, is the store's.
+		var chain []string
+		for _, n := range readDirNames(t, filepath.Join(dir, "layers")) {
+			target, err := os.Readlink(filepath.Join(dir, "layers", n))
+			if err != nil || !strings.HasPrefix(target, "../../../layers/") {
+				t.Errorf("%s/layers/%s -> %q, %v", a.ID[:12], n, target, err)
+				continue
+			}
+			if want := fmt.Sprintf("%03d", len(chain)); n != want {
+				t.Errorf("%s: layer link %q, want %q", a.ID[:12], n, want)
+			}
+			chain = append(chain, strings.TrimPrefix(target, "../../../layers/"))
+			if _, err := os.Stat(filepath.Join(dir, "layers", n, "info.json")); err != nil {
+				t.Errorf("%s/layers/%s does not lead to a layer: %v", a.ID[:12], n, err)
+			}
+		}
+		if !slices.Equal(chain, a.LayerIDs) {
+			t.Errorf("%s: layers/ chain %q, the store's %q", a.ID[:12], chain, a.LayerIDs)
+		}
+		// Any unique prefix of at least 3 hex digits is the same directory.
+		for _, n := range []int{3, 12} {
+			prefix := filepath.Join(mnt, "images", a.ID[:n])
+			if got := ino(t, prefix); got != ino(t, dir) {
+				t.Errorf("images/%s: ino %d, the full ID's %d", a.ID[:n], got, ino(t, dir))
+			}
+		}
+		if got, err := os.ReadFile(filepath.Join(mnt, "images", a.ID[:7], "config")); err != nil || string(got) != string(config) {
+			t.Errorf("config through a prefix: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "images", ts.single.ID[:2])); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("a 2-digit prefix: %v, want ENOENT", err)
+	}
+	if got := readDirNames(t, filepath.Join(mnt, "images")); len(got) != len(ids) {
+		t.Errorf("prefix lookups show up in images/: %q", got)
+	}
+	df := readSized(t, filepath.Join(mnt, "df"))
+	if len(df) == 0 {
+		t.Error("df is empty")
+	}
+}
+
+func checkNames(t *testing.T, ts *treeStore, mnt string) {
+	want := map[string]string{} // name → image ID
+	images, _ := ts.s.Store.Images()
+	for _, img := range images {
+		for _, n := range img.Names {
+			want[n] = img.ID
+		}
+	}
+	got := map[string]string{}
+	root := filepath.Join(mnt, "names")
+	err := filepath.WalkDir(root, func(p string, d iofs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if d.Type() != iofs.ModeSymlink {
+			t.Errorf("%s: %v, want a symlink", p, d.Type())
+			return nil
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			return err
+		}
+		// Relative, up to the mount's root, into images/.
+		rel, _ := filepath.Rel(filepath.Dir(p), mnt)
+		if !strings.HasPrefix(target, rel+"/images/") {
+			t.Errorf("%s -> %q, want %s/images/<id>", p, target, rel)
+		}
+		name, _ := filepath.Rel(root, p)
+		got[name] = filepath.Base(target)
+		if ino(t, p) != ino(t, filepath.Join(mnt, "images", filepath.Base(target))) {
+			t.Errorf("%s does not resolve to its image directory", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("names/ holds\n%v\nthe store's names are\n%v", got, want)
+	}
+	// A repository without a tag is its :latest.
+	latest, err1 := os.Readlink(filepath.Join(root, "docker.io/library/alpine:latest"))
+	bare, err2 := os.Readlink(filepath.Join(root, "docker.io/library/alpine"))
+	if err1 != nil || err2 != nil || bare != latest {
+		t.Errorf("alpine -> %q (%v), alpine:latest -> %q (%v)", bare, err2, latest, err1)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "docker.io/library/single")); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("single has no :latest, yet the bare name resolves: %v", err)
+	}
+}
+
+func checkDigests(t *testing.T, ts *treeStore, mnt string) {
+	want := map[string]string{}
+	images, _ := ts.s.Store.Images()
+	for _, img := range images {
+		for _, d := range append([]digest.Digest{img.Digest}, img.Digests...) {
+			if d != "" {
+				want[d.String()] = img.ID
+			}
+		}
+	}
+	got := map[string]string{}
+	for _, n := range readDirNames(t, filepath.Join(mnt, "digests")) {
+		target, err := os.Readlink(filepath.Join(mnt, "digests", n))
+		if err != nil || !strings.HasPrefix(target, "../images/") {
+			t.Errorf("digests/%s -> %q, %v", n, target, err)
+		}
+		got[n] = strings.TrimPrefix(target, "../images/")
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("digests/ holds\n%v\nthe store's digests are\n%v", got, want)
+	}
+	if _, ok := got[ts.list.ManifestDigest.String()]; !ok {
+		t.Errorf("the list's digest is missing from digests/")
+	}
+}
+
+func checkLayers(t *testing.T, ts *treeStore, mnt string) {
+	layers, err := ts.s.Store.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, l := range layers {
+		ids = append(ids, l.ID)
+		dir := filepath.Join(mnt, "layers", l.ID)
+		var info map[string]any
+		if err := json.Unmarshal(readSized(t, filepath.Join(dir, "info.json")), &info); err != nil {
+			t.Errorf("layers/%s/info.json: %v", l.ID[:12], err)
+		}
+		target, err := os.Readlink(filepath.Join(dir, "parent"))
+		switch {
+		case l.Parent == "" && !errors.Is(err, iofs.ErrNotExist):
+			t.Errorf("base layer %s: parent -> %q, %v; want none", l.ID[:12], target, err)
+		case l.Parent != "" && (err != nil || target != "../"+l.Parent):
+			t.Errorf("layer %s: parent -> %q, %v; want ../%s", l.ID[:12], target, err, l.Parent)
+		}
+	}
+	sort.Strings(ids)
+	if got := readDirNames(t, filepath.Join(mnt, "layers")); !slices.Equal(got, ids) {
+		t.Errorf("layers/ lists %q, the store holds %q", got, ids)
+	}
+	// multi and named share their base layer.
+	if ts.multi.LayerIDs[0] != ts.named.LayerIDs[0] {
+		t.Logf("note: the store did not share the identical base layer")
+	}
+}
+
+func checkList(t *testing.T, ts *treeStore, mnt string) {
+	dir := filepath.Join(mnt, "images", ts.list.ID)
+	var own []string
+	for _, n := range readDirNames(t, dir) {
+		if n != "rootfs" {
+			own = append(own, n)
+		}
+	}
+	if want := []string{"digest", "inspect.json", "instances", "manifest", "names"}; !slices.Equal(own, want) {
+		t.Errorf("a list's directory lists %q, want %q", own, want)
+	}
+	for _, n := range []string{"config", "layers", "history", "rootfs"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); !errors.Is(err, iofs.ErrNotExist) {
+			t.Errorf("list %s: %v, want ENOENT", n, err)
+		}
+	}
+	manifest := readSized(t, filepath.Join(dir, "manifest"))
+	if string(manifest) != string(ts.list.Manifest) || "sha256:"+sha256Of(manifest)+"\n" != string(readSized(t, filepath.Join(dir, "digest"))) {
+		t.Errorf("list manifest/digest do not match the stored list")
+	}
+	if got := string(readSized(t, filepath.Join(dir, "names"))); got != "localhost/list:1\n" {
+		t.Errorf("list names %q", got)
+	}
+	var inspect map[string]any
+	if err := json.Unmarshal(readSized(t, filepath.Join(dir, "inspect.json")), &inspect); err != nil || inspect["Id"] != ts.list.ID {
+		t.Errorf("list inspect.json: Id %v, %v", inspect["Id"], err)
+	}
+	inst := filepath.Join(dir, "instances")
+	want := []string{ts.single.ManifestDigest.String(), ts.missing.String(), "platforms"}
+	sort.Strings(want)
+	if got := readDirNames(t, inst); !slices.Equal(got, want) {
+		t.Errorf("instances/ lists %q, want %q", got, want)
+	}
+	if target, err := os.Readlink(filepath.Join(inst, ts.single.ManifestDigest.String())); err != nil || target != "../../"+ts.single.ID {
+		t.Errorf("local instance -> %q, %v", target, err)
+	}
+	if ino(t, filepath.Join(inst, ts.single.ManifestDigest.String())) != ino(t, filepath.Join(mnt, "images", ts.single.ID)) {
+		t.Errorf("the local instance does not resolve to its image")
+	}
+	if _, err := os.Stat(filepath.Join(inst, ts.missing.String())); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("missing instance: %v, want a dangling link", err)
+	}
+	platforms := string(readSized(t, filepath.Join(inst, "platforms")))
+	wantPlatforms := fmt.Sprintf("%s %s/%s\n%s linux/arm64/v8\n", ts.single.ManifestDigest, ts.single.Platform.OS, ts.single.Platform.Architecture, ts.missing)
+	if ts.single.Platform.Variant != "" {
+		wantPlatforms = fmt.Sprintf("%s %s/%s/%s\n%s linux/arm64/v8\n", ts.single.ManifestDigest, ts.single.Platform.OS, ts.single.Platform.Architecture, ts.single.Platform.Variant, ts.missing)
+	}
+	if platforms != wantPlatforms {
+		t.Errorf("platforms = %q, want %q", platforms, wantPlatforms)
+	}
+}
+
+// TestTreeStableInodes: the same image, name, digest and layer have the
+// same inode number through every path and on a new mount.
+func TestTreeStableInodes(t *testing.T) {
+	ts := newTreeStore(t, "overlay")
+	paths := []string{
+		"images/" + ts.named.ID, "images/" + ts.named.ID + "/manifest", "images/" + ts.named.ID + "/layers",
+		"layers/" + ts.named.LayerIDs[1], "layers/" + ts.named.LayerIDs[1] + "/info.json", "df", "names/docker.io/library",
+	}
+	links := []string{"names/docker.io/library/alpine:3.19", "digests/" + ts.named.ManifestDigest.String(), "images/" + ts.named.ID + "/layers/001"}
+	collect := func(mnt string) map[string]uint64 {
+		inos := map[string]uint64{}
+		for _, p := range paths {
+			inos[p] = ino(t, filepath.Join(mnt, p))
+		}
+		for _, p := range links {
+			st, err := os.Lstat(filepath.Join(mnt, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			inos[p] = st.Sys().(*syscall.Stat_t).Ino
+		}
+		return inos
+	}
+	mnt, unmount := ts.mount(t)
+	first := collect(mnt)
+	again := collect(mnt)
+	seen := map[uint64]string{}
+	for p, n := range first {
+		if again[p] != n {
+			t.Errorf("%s: ino %d, then %d", p, n, again[p])
+		}
+		if other, dup := seen[n]; dup {
+			t.Errorf("%s and %s share inode %d", p, other, n)
+		}
+		seen[n] = p
+	}
+	if ino(t, filepath.Join(mnt, "names/docker.io/library/alpine:3.19")) != first["images/"+ts.named.ID] {
+		t.Errorf("a name does not lead to its image's inode")
+	}
+	unmount()
+	mnt2, _ := ts.mount(t)
+	if second := collect(mnt2); fmt.Sprint(second) != fmt.Sprint(first) {
+		t.Errorf("inode numbers changed across remounts:\n%v\n%v", first, second)
+	}
+}
+
+// TestTreeReadOnly: every change through the kernel is EROFS and changes
+// nothing in the store.
+func TestTreeReadOnly(t *testing.T) {
+	ts := newTreeStore(t, "vfs")
+	before, err := ts.s.Store.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt, _ := ts.mount(t)
+	p := func(s string) string { return filepath.Join(mnt, s) }
+	img := p("images/" + ts.named.ID)
+	name := p("names/docker.io/library/alpine:3.19")
+	now := time.Now()
+	refused := map[string]error{
+		"mkdir images/x":    os.Mkdir(p("images/x"), 0o755),
+		"rmdir images/<id>": os.Remove(img),
+		"rm name":           os.Remove(name),
+		"rm digest":         os.Remove(p("digests/" + ts.named.ManifestDigest.String())),
+		"ln -s":             os.Symlink("../../../images/"+ts.named.ID, p("names/docker.io/library/alpine:new")),
+		"mv name":           os.Rename(name, p("names/docker.io/library/alpine:3.20")),
+		"mv image dir":      os.Rename(img, p("images/renamed")),
+		"write manifest":    os.WriteFile(filepath.Join(img, "manifest"), []byte("x"), 0o644),
+		"create in image":   os.WriteFile(filepath.Join(img, "new"), []byte("x"), 0o644),
+		"chmod names":       os.Chmod(filepath.Join(img, "names"), 0o644),
+		"truncate df":       os.Truncate(p("df"), 0),
+		"utimes df":         os.Chtimes(p("df"), now, now),
+		"rmdir layers/<id>": os.Remove(p("layers/" + ts.single.LayerIDs[0])),
+		"rm layers/NNN":     os.Remove(filepath.Join(img, "layers/000")),
+		"hard link":         os.Link(filepath.Join(img, "manifest"), p("names/m")),
+		"mkfifo":            syscall.Mkfifo(p("names/fifo"), 0o644),
+		"setxattr":          syscall.Setxattr(filepath.Join(img, "config"), "user.x", []byte("y"), 0),
+		"mv platforms":      os.Rename(p("images/"+ts.list.ID+"/instances/platforms"), p("images/"+ts.list.ID+"/instances/p")),
+	}
+	for op, err := range refused {
+		if !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: %v, want EROFS", op, err)
+		}
+	}
+	after, err := ts.s.Store.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Errorf("the store changed:\n%v\n%v", before, after)
+	}
+}
