@@ -29,19 +29,19 @@ const (
 // so that an image ID and a layer ID that happen to be equal (they can be)
 // still get different numbers.
 const (
-	kindImage        = "image"        // images/<id>/
-	kindImageFile    = "image-file"   // images/<id>/<file>
-	kindImageLayers  = "image-layers" // images/<id>/layers/
-	kindImageLayer   = "image-layer"  // images/<id>/layers/NNN
-	kindInstances    = "instances"    // images/<id>/instances/
-	kindInstance     = "instance"     // images/<id>/instances/<digest>
-	kindNameDir      = "name-dir"     // names/<path…>/
-	kindName         = "name"         // names/<path…>/<leaf>
-	kindDigest       = "digest"       // digests/<digest>
-	kindLayer        = "layer"        // layers/<id>/
-	kindLayerFile    = "layer-file"   // layers/<id>/<file>
-	kindLayerParent  = "layer-parent" // layers/<id>/parent
-	kindInstancesTab = "platforms"    // images/<id>/instances/platforms
+	kindImage       = "image"        // images/<id>/
+	kindImageFile   = "image-file"   // images/<id>/<file>
+	kindImageLayers = "image-layers" // images/<id>/layers/
+	kindImageLayer  = "image-layer"  // images/<id>/layers/NNN
+	kindInstances   = "instances"    // images/<id>/instances/
+	kindInstance    = "instance"     // images/<id>/instances/<digest>
+	kindNameDir     = "name-dir"     // names/<path…>/
+	kindName        = "name"         // names/<path…>/<leaf>
+	kindDigest      = "digest"       // digests/<digest>
+	kindLayer       = "layer"        // layers/<id>/
+	kindLayerFile   = "layer-file"   // layers/<id>/<file>
+	kindLayerParent = "layer-parent" // layers/<id>/parent
+	kindPlatforms   = "platforms"    // images/<id>/instances/platforms
 )
 
 // hashIno is the inode number of the node with this identity: FNV-1a 64

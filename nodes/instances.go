@@ -119,7 +119,7 @@ func (d *instancesDir) link(dg digest.Digest) *symlink {
 // "<digest> <os>/<arch>[/<variant>]", in list order.
 func (d *instancesDir) platforms(inst []storageview.Instance) *blobFile {
 	t, id := d.t, d.id
-	return newBlobFile(t, hashIno(kindInstancesTab, id), "/images/"+id+"/instances/platforms", blobSource{
+	return newBlobFile(t, hashIno(kindPlatforms, id), "/images/"+id+"/instances/platforms", blobSource{
 		immutable: true,
 		state: func(ix *storageview.Index) (blobState, bool) {
 			img := ix.ImageByID(id)
@@ -168,7 +168,7 @@ func (d *instancesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.E
 		return nil, errno
 	}
 	names := map[string]bool{}
-	ents := []fuse.DirEntry{{Name: platformsName, Mode: syscall.S_IFREG, Ino: hashIno(kindInstancesTab, d.id)}}
+	ents := []fuse.DirEntry{{Name: platformsName, Mode: syscall.S_IFREG, Ino: hashIno(kindPlatforms, d.id)}}
 	for _, in := range inst {
 		n := in.Digest.String()
 		if names[n] || n == "" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,6 +34,9 @@ func testMount(t *testing.T, store Store, o Options) string {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if o.Log == nil {
+		o.Log = log.New(tWriter{t}, "", 0)
+	}
 	sec := time.Second
 	srv, err := fusefs.Mount(mnt, NewRoot(store, o), &fusefs.Options{
 		MountOptions: fuse.MountOptions{
@@ -52,6 +56,14 @@ func testMount(t *testing.T, store Store, o Options) string {
 		}
 	})
 	return mnt
+}
+
+// tWriter sends log lines to the test log.
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 func TestKernelMount(t *testing.T) {
@@ -160,8 +172,7 @@ func TestKernelMount(t *testing.T) {
 		}
 	}
 
-	// The image goes: ENOENT everywhere, no stale bytes.
-	// The kernel may keep an entry and its attributes for their timeout
+	// The image goes: ENOENT everywhere, no stale bytes. The kernel may keep an entry and its attributes for their timeout
 	// (1ms here, at least a jiffy); after that it is ENOENT, and it is never
 	// the old bytes.
 	w.s.remove(w.alpine.ID)
@@ -189,7 +200,7 @@ func TestKernelMount(t *testing.T) {
 
 // TestKernelMountConcurrent walks the mount from several goroutines while
 // images come and go: the only error allowed is ENOENT (something removed
-// meanwhile), and every file read whole has the size stat gave.
+// meanwhile), and no file but a dangling image's names reads empty.
 func TestKernelMountConcurrent(t *testing.T) {
 	w := newWorld()
 	mnt := testMount(t, w.s, Options{EntryTimeout: time.Millisecond, AttrTimeout: time.Millisecond})

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -86,20 +87,37 @@ func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.E
 	if errno != 0 {
 		return nil, errno
 	}
-	stored, errno := t.canonicalName(op, p, joinName(d.path, name))
-	if errno != 0 {
+	temp := isTempName(name)
+	var stored string
+	if temp {
+		if err := w.Writable(); err != nil {
+			return nil, t.writeErrno(ctx, op, p, err)
+		}
+	} else if stored, errno = t.canonicalName(op, p, joinName(d.path, name)); errno != 0 {
 		return nil, errno
 	}
 	img, err := resolveTarget(w, d.path, target)
 	if err != nil {
 		return nil, t.writeErrno(ctx, op, p+" -> "+target, err)
 	}
-	if err := w.Tag(img.ID, stored); err != nil {
-		return nil, t.writeErrno(ctx, op, p, err)
+	var ln *nameLink
+	if temp {
+		// ln -sf: the link under a temporary name, renamed over the
+		// name right after (Rename tags then). Kept in memory only.
+		full := joinName(d.path, name)
+		ws := t.writes()
+		ws.mu.Lock()
+		ws.temp[full] = img.ID
+		ws.mu.Unlock()
+		ln = newNameLink(t, len(d.path), hashIno(kindName, full), "", img.ID)
+	} else {
+		if err := w.Tag(img.ID, stored); err != nil {
+			return nil, t.writeErrno(ctx, op, p, err)
+		}
+		ln = newNameLink(t, len(d.path), hashIno(kindName, stored), stored, "")
 	}
 	ix := t.index()
 	t.settlePending(ix)
-	ln := d.link(stored[strings.LastIndexByte(stored, '/')+1:])
 	ch := d.NewInode(ctx, ln, ln.stable())
 	tn, ok := ch.Operations().(treeNode)
 	if !ok {
@@ -114,6 +132,21 @@ func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.E
 	return ch, 0
 }
 
+// isTempName reports whether a link name is one of the temporary names
+// GNU ln -sf makes its link under before renaming it over the
+// destination ("Cu" and six letters or digits).
+func isTempName(name string) bool {
+	if len(name) != 8 || !strings.HasPrefix(name, "Cu") {
+		return false
+	}
+	for _, c := range name[2:] {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
 // Unlink (rm names/…/<repo>:<tag>, also @sha256: names) is podman rmi
 // <name>: only this name goes when the image has others; the image goes
 // with its last name — unless a container uses it: then EBUSY and nothing
@@ -124,6 +157,9 @@ func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	w, errno := t.writer(ctx, op, p)
 	if errno != 0 {
 		return errno
+	}
+	if t.dropTemp(joinName(d.path, name)) {
+		return 0
 	}
 	ix := t.index()
 	full := leafName(ix, d.path, name)
@@ -240,6 +276,9 @@ func (d *namesDir) Rename(ctx context.Context, name string, newParent fusefs.Ino
 		return t.refuseWrite(op, p+" -> "+newP, syscall.EINVAL, "names cannot be exchanged")
 	}
 	ix := t.index()
+	if id, ok := t.tempTarget(joinName(d.path, name)); ok {
+		return d.renameTemp(ctx, w, op, p, id, name, np, newName, newP)
+	}
 	old := leafName(ix, d.path, name)
 	if old == "" {
 		if t.isNamesDir(ix, d.path, name) {
@@ -258,7 +297,133 @@ func (d *namesDir) Rename(ctx context.Context, name string, newParent fusefs.Ino
 		return t.writeErrno(ctx, op, p+" -> "+newP, err)
 	}
 	t.settlePending(t.index())
+	d.moved(name, stored, len(np.dirPath()))
 	return 0
+}
+
+// renameTemp ends ln -sf: the temporary link becomes the name, as podman
+// tag makes it — a name another image holds moves to the link's image.
+func (d *namesDir) renameTemp(ctx context.Context, w Writer, op, p, id, name string, np namesDirNode, newName, newP string) syscall.Errno {
+	t := d.t
+	if t.isNamesDir(t.index(), np.dirPath(), newName) {
+		return t.refuseWrite(op, newP, syscall.EISDIR, "a directory of names")
+	}
+	stored, errno := t.canonicalName(op, newP, joinName(np.dirPath(), newName))
+	if errno != 0 {
+		return errno
+	}
+	if err := w.Tag(id, stored); err != nil {
+		return t.writeErrno(ctx, op, p+" -> "+newP, err)
+	}
+	t.dropTemp(joinName(d.path, name))
+	t.settlePending(t.index())
+	d.moved(name, stored, len(np.dirPath()))
+	return 0
+}
+
+// moved makes the node the kernel keeps for a renamed link show its new
+// name. The kernel moves its entry to the new name with the same node; a
+// link node of ours follows, one of the read-side tree's is replaced
+// shortly after by the invalidation of the new name (notify.go).
+func (d *namesDir) moved(oldLeaf, stored string, depth int) {
+	if ch := d.GetChild(oldLeaf); ch != nil {
+		if nl, ok := ch.Operations().(*nameLink); ok {
+			nl.moveTo(stored, depth)
+		}
+	}
+}
+
+// tempTarget returns the image a temporary link (ln -sf) leads to.
+func (t *tree) tempTarget(full string) (string, bool) {
+	ws := t.writes()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	id, ok := ws.temp[full]
+	return id, ok
+}
+
+// dropTemp forgets a temporary link; false if there was none.
+func (t *tree) dropTemp(full string) bool {
+	ws := t.writes()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	_, ok := ws.temp[full]
+	delete(ws.temp, full)
+	return ok
+}
+
+// nameLink is a names/ link made (or moved) by a write: a name the store
+// holds, or a temporary link of ln -sf leading to an image by ID. Unlike
+// the read-side links it follows a rename (moveTo).
+type nameLink struct {
+	node
+	ino uint64
+
+	mu     sync.Mutex
+	name   string // the stored name shown; "" for a temporary link
+	imgID  string // a temporary link's image
+	depth  int    // directory levels below names/, for the relative target
+	isTemp bool
+}
+
+func newNameLink(t *tree, depth int, ino uint64, name, imgID string) *nameLink {
+	return &nameLink{node: node{t: t}, ino: ino, name: name, imgID: imgID, depth: depth, isTemp: name == ""}
+}
+
+func (l *nameLink) moveTo(name string, depth int) {
+	l.mu.Lock()
+	l.name, l.imgID, l.depth, l.isTemp = name, "", depth, false
+	l.mu.Unlock()
+}
+
+func (l *nameLink) stable() fusefs.StableAttr {
+	return fusefs.StableAttr{Mode: syscall.S_IFLNK, Ino: l.ino}
+}
+
+// timeouts: a temporary link is only found through the entry the kernel
+// got from Symlink, which must stay until ln renames it.
+func (l *nameLink) timeouts() (time.Duration, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.isTemp {
+		return l.t.immutableTimeout, l.t.attrTimeout
+	}
+	return l.t.entryTimeout, l.t.attrTimeout
+}
+
+// resolve is the link's target in ix: ../…/images/<id>.
+func (l *nameLink) resolve(ix *storageview.Index) (string, time.Time, bool) {
+	l.mu.Lock()
+	name, id, depth := l.name, l.imgID, l.depth
+	l.mu.Unlock()
+	var img *storageview.Image
+	if name != "" {
+		img = ix.ImageByName(name)
+	} else {
+		img = ix.ImageByID(id)
+	}
+	if img == nil {
+		return "", time.Time{}, false
+	}
+	return strings.Repeat("../", depth+1) + "images/" + img.ID, l.t.timeOr(ix, img.Created), true
+}
+
+func (l *nameLink) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
+	target, mtime, ok := l.resolve(ix)
+	if !ok {
+		return syscall.ENOENT
+	}
+	setAttr(a, l.ino, linkMode, 1, uint64(len(target)), mtime)
+	return 0
+}
+
+// Readlink returns the target in the current index.
+func (l *nameLink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	target, _, ok := l.resolve(l.t.index())
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	return []byte(target), 0
 }
 
 // resolveTarget finds the image a symlink target made in names/<dir…>

@@ -582,6 +582,9 @@ func TestVanishedImage(t *testing.T) {
 	}
 }
 
+// TestWritesRefused: over a store without a write side (the fake is not a
+// Writer) every change anywhere in the tree is EROFS, logged, and changes
+// nothing.
 func TestWritesRefused(t *testing.T) {
 	w := newWorld()
 	h := newHarness(t, w.s, Options{})

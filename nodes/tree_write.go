@@ -46,7 +46,10 @@ type writeState struct {
 	// name holds yet: they live in memory until rmdir, or until a name
 	// below them makes them ordinary names/ directories.
 	pending map[string]bool
-	cancel  func() // ends the store subscription
+	// temp are the temporary links of ln -sf (name → image ID), until
+	// renamed over their destination.
+	temp   map[string]string
+	cancel func() // ends the store subscription
 }
 
 // writeStates holds each tree's writeState (tree is defined elsewhere;
@@ -57,7 +60,7 @@ func (t *tree) writes() *writeState {
 	if ws, ok := writeStates.Load(t); ok {
 		return ws.(*writeState)
 	}
-	ws, _ := writeStates.LoadOrStore(t, &writeState{pending: map[string]bool{}})
+	ws, _ := writeStates.LoadOrStore(t, &writeState{pending: map[string]bool{}, temp: map[string]string{}})
 	return ws.(*writeState)
 }
 

@@ -430,8 +430,11 @@ func TestTreeStableInodes(t *testing.T) {
 	}
 }
 
-// TestTreeReadOnly: every change through the kernel is EROFS and changes
-// nothing in the store.
+// TestTreeReadOnly: the parts of the tree that are never written (an
+// image's own entries, layers/, df, a list's instances/, the root) refuse
+// every change through the kernel with EROFS, and the store stays as it
+// was. (names/, rmdir images/<id> and rm digests/… are the writes issue's,
+// tested there.)
 func TestTreeReadOnly(t *testing.T) {
 	ts := newTreeStore(t, "vfs")
 	before, err := ts.s.Store.Images()
@@ -441,27 +444,32 @@ func TestTreeReadOnly(t *testing.T) {
 	mnt, _ := ts.mount(t)
 	p := func(s string) string { return filepath.Join(mnt, s) }
 	img := p("images/" + ts.named.ID)
-	name := p("names/docker.io/library/alpine:3.19")
+	inst := p("images/" + ts.list.ID + "/instances")
 	now := time.Now()
 	refused := map[string]error{
-		"mkdir images/x":    os.Mkdir(p("images/x"), 0o755),
-		"rmdir images/<id>": os.Remove(img),
-		"rm name":           os.Remove(name),
-		"rm digest":         os.Remove(p("digests/" + ts.named.ManifestDigest.String())),
-		"ln -s":             os.Symlink("../../../images/"+ts.named.ID, p("names/docker.io/library/alpine:new")),
-		"mv name":           os.Rename(name, p("names/docker.io/library/alpine:3.20")),
-		"mv image dir":      os.Rename(img, p("images/renamed")),
-		"write manifest":    os.WriteFile(filepath.Join(img, "manifest"), []byte("x"), 0o644),
-		"create in image":   os.WriteFile(filepath.Join(img, "new"), []byte("x"), 0o644),
-		"chmod names":       os.Chmod(filepath.Join(img, "names"), 0o644),
-		"truncate df":       os.Truncate(p("df"), 0),
-		"utimes df":         os.Chtimes(p("df"), now, now),
-		"rmdir layers/<id>": os.Remove(p("layers/" + ts.single.LayerIDs[0])),
-		"rm layers/NNN":     os.Remove(filepath.Join(img, "layers/000")),
-		"hard link":         os.Link(filepath.Join(img, "manifest"), p("names/m")),
-		"mkfifo":            syscall.Mkfifo(p("names/fifo"), 0o644),
-		"setxattr":          syscall.Setxattr(filepath.Join(img, "config"), "user.x", []byte("y"), 0),
-		"mv platforms":      os.Rename(p("images/"+ts.list.ID+"/instances/platforms"), p("images/"+ts.list.ID+"/instances/p")),
+		"mkdir at the root":  os.Mkdir(p("new"), 0o755),
+		"rm df":              os.Remove(p("df")),
+		"write manifest":     os.WriteFile(filepath.Join(img, "manifest"), []byte("x"), 0o644),
+		"append to names":    appendFile(filepath.Join(img, "names"), "localhost/x:1\n"),
+		"create in image":    os.WriteFile(filepath.Join(img, "new"), []byte("x"), 0o644),
+		"mkdir in image":     os.Mkdir(filepath.Join(img, "dir"), 0o755),
+		"rm config":          os.Remove(filepath.Join(img, "config")),
+		"mv config":          os.Rename(filepath.Join(img, "config"), filepath.Join(img, "config2")),
+		"chmod names":        os.Chmod(filepath.Join(img, "names"), 0o644),
+		"chown inspect.json": os.Chown(filepath.Join(img, "inspect.json"), 1, 1),
+		"truncate df":        os.Truncate(p("df"), 0),
+		"utimes df":          os.Chtimes(p("df"), now, now),
+		"setxattr config":    syscall.Setxattr(filepath.Join(img, "config"), "user.x", []byte("y"), 0),
+		"rm layers/NNN":      os.Remove(filepath.Join(img, "layers/000")),
+		"ln -s in layers/":   os.Symlink("../../../layers/"+ts.single.LayerIDs[0], filepath.Join(img, "layers/009")),
+		"hard link in image": os.Link(filepath.Join(img, "manifest"), filepath.Join(img, "m")),
+		"mkfifo in image":    syscall.Mkfifo(filepath.Join(img, "fifo"), 0o644),
+		"rmdir layers/<id>":  os.Remove(p("layers/" + ts.single.LayerIDs[0])),
+		"rm info.json":       os.Remove(p("layers/" + ts.single.LayerIDs[0] + "/info.json")),
+		"mkdir in layers/":   os.Mkdir(p("layers/new"), 0o755),
+		"rm instance":        os.Remove(filepath.Join(inst, ts.single.ManifestDigest.String())),
+		"mv platforms":       os.Rename(filepath.Join(inst, "platforms"), filepath.Join(inst, "p")),
+		"write platforms":    os.WriteFile(filepath.Join(inst, "platforms"), []byte("x"), 0o644),
 	}
 	for op, err := range refused {
 		if !errors.Is(err, syscall.EROFS) {
@@ -475,4 +483,16 @@ func TestTreeReadOnly(t *testing.T) {
 	if fmt.Sprint(before) != fmt.Sprint(after) {
 		t.Errorf("the store changed:\n%v\n%v", before, after)
 	}
+}
+
+func appendFile(path, data string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

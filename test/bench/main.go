@@ -81,12 +81,12 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.cacheDir, "cache", defaultCacheDir(), "where the benchmark stores are kept between runs ($IMAGEFS_BENCH_CACHE)")
 	fs.StringVar(&cfg.workDir, "work", "", "mount points and scratch files (default: CACHE/work)")
 	fs.StringVar(&cfg.imagefsBin, "imagefs", os.Getenv("IMAGEFS_BIN"), "the imagefs binary ($IMAGEFS_BIN; default bin/imagefs)")
-	fs.BoolVar(&cfg.quick, "quick", false, "small stores (no mmdebstrap, part of GOROOT, 20 images), 1 repetition, no cache dropping: checks the harness, measures nothing")
+	fs.BoolVar(&cfg.quick, "quick", false, "small stores (no mmdebstrap, part of GOROOT, 12 images), 1 repetition, no cache dropping: checks the harness, measures nothing")
 	reps := fs.Int("reps", 0, "warm repetitions per view (default 5, quick 1)")
 	coldReps := fs.Int("cold-reps", 0, "cold repetitions per view (default 3, quick 1)")
 	drop := fs.String("drop-caches", "", "drop the kernel caches before cold runs: true/false (default true, quick false)")
-	fs.IntVar(&cfg.scaleImages, "scale-images", 0, "images in the scale store (default 1000, quick 20)")
-	fs.IntVar(&cfg.hugeEntries, "huge-entries", 0, "entries of the big image's rootfs (default 200000, quick 2000)")
+	fs.IntVar(&cfg.scaleImages, "scale-images", 0, "images in the scale store (default 1000, quick 12)")
+	fs.IntVar(&cfg.hugeEntries, "huge-entries", 0, "entries of the big image's rootfs (default 200000, quick 1000)")
 	fs.StringVar(&cfg.goroot, "goroot", defaultGoroot(), "the Go tree copied into the second layer")
 	fs.StringVar(&cfg.suite, "suite", hostSuite(), "Debian suite for mmdebstrap (default: the machine's)")
 	fs.StringVar(&cfg.debianTar, "debian-tar", "", "use this root file system tarball instead of running mmdebstrap")
@@ -114,8 +114,8 @@ func parseFlags(args []string) (*config, error) {
 	}
 	cfg.reps = pick(*reps, 5, 1)
 	cfg.coldReps = pick(*coldReps, 3, 1)
-	cfg.scaleImages = pick(cfg.scaleImages, 1000, 20)
-	cfg.hugeEntries = pick(cfg.hugeEntries, 200000, 2000)
+	cfg.scaleImages = pick(cfg.scaleImages, 1000, 12)
+	cfg.hugeEntries = pick(cfg.hugeEntries, 200000, 1000)
 	switch *drop {
 	case "":
 		cfg.dropCaches = !cfg.quick
@@ -370,13 +370,18 @@ func dropEmpty(rs []*result) []*result {
 // machineInfo describes the machine and the run, for the report.
 func machineInfo(cfg *config, real, scale *storeInfo, took time.Duration) string {
 	var b strings.Builder
-	first := func(argv ...string) string {
+	// first returns the first line of argv's output that contains want.
+	first := func(want string, argv ...string) string {
 		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 		if err != nil {
-			return "unknown"
+			return argv[0] + " (version unknown)"
 		}
-		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-		return line
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, want) {
+				return strings.TrimSpace(line)
+			}
+		}
+		return argv[0] + " (version unknown)"
 	}
 	cpu := "unknown"
 	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -420,7 +425,7 @@ func machineInfo(cfg *config, real, scale *storeInfo, took time.Duration) string
 	fmt.Fprintf(&b, "Run %s, %s mode, %d warm / %d cold repetitions per view, medians; caches dropped before cold runs: %v; took %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), mode, cfg.reps, cfg.coldReps, cfg.dropCaches, took.Round(time.Second))
 	fmt.Fprintf(&b, "- machine: %s, %d CPUs, %s RAM, kernel %s, stores on %s\n", cpu, runtime.NumCPU(), mem, kernel, fsType)
-	fmt.Fprintf(&b, "- %s; %s; %s; %s\n", first(cfg.imagefsBin, "--version"), first("fuse-overlayfs", "--version"), first("podman", "--version"), runtime.Version())
+	fmt.Fprintf(&b, "- %s; %s; %s; %s\n", first("imagefs", cfg.imagefsBin, "--version"), first("fuse-overlayfs: version", "fuse-overlayfs", "--version"), first("version", "podman", "--version"), runtime.Version())
 	fmt.Fprintf(&b, "- real store: %s, %d layers (%s)\n", realImageName, real.Layers, real.Key)
 	fmt.Fprintf(&b, "- scale store: %d images, %d layers, %d names; %s has %d entries (%s)\n",
 		len(scale.Images), scale.Layers, scale.Names, hugeImageName, cfg.hugeEntries, scale.Key)

@@ -3,6 +3,8 @@ package main
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +58,14 @@ func (si *storeInfo) diffDirs(img benchImage) []string {
 
 const infoFile = "info.json"
 
+// runRootFor returns the run root (the store's volatile state) of the
+// store at graph: short, because podman 4 refuses run roots longer than 50
+// characters, and on /run, where volatile state belongs.
+func runRootFor(graph string) string {
+	sum := sha256.Sum256([]byte(graph))
+	return filepath.Join("/run/imagefs-bench", hex.EncodeToString(sum[:6]))
+}
+
 // cachedStore returns the store in dir if it was built under key, else
 // removes whatever is there and builds it with build.
 func cachedStore(ctx context.Context, dir, key string, rebuild bool, build func(ctx context.Context, si *storeInfo, sh *storeHandle) error) (*storeInfo, error) {
@@ -73,7 +83,11 @@ func cachedStore(ctx context.Context, dir, key string, rebuild bool, build func(
 	}
 	logf("building the store %s (%s)", dir, key)
 	start := time.Now()
-	si := &storeInfo{Key: key, Graph: filepath.Join(dir, "graph"), Run: filepath.Join(dir, "run")}
+	graph := filepath.Join(dir, "graph")
+	si := &storeInfo{Key: key, Graph: graph, Run: runRootFor(graph)}
+	if err := removeTree(si.Run); err != nil {
+		return nil, err
+	}
 	sh, err := openStore(si.Graph, si.Run)
 	if err != nil {
 		return nil, err

@@ -83,6 +83,7 @@ func compareTrees(views []view) ([]treeEntry, []string, error) {
 			notes = append(notes, fmt.Sprintf("tree check: %s differs from the kernel view: %s", v.name(), diff))
 			logf("  tree: %s differs from the kernel view: %s", v.name(), diff)
 		} else {
+			notes = append(notes, fmt.Sprintf("tree check: %s shows the same %d entries as the kernel", v.name(), len(es)))
 			logf("  tree: %s shows the same %d entries as the kernel", v.name(), len(es))
 		}
 	}

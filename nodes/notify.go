@@ -1,0 +1,182 @@
+package nodes
+
+// Telling the kernel what changed in the store. The tree subscribes to the
+// store (storageview.View.Subscribe) when names/ is added; after every
+// rebuild that changed something — podman in another process, or our own
+// write — it invalidates exactly the kernel entries and contents that
+// changed, so nothing stale is served until a timeout:
+//
+//   - NotifyEntry for each name, digest, image ID (and ID prefix the
+//     kernel knows) and layer that appeared, disappeared or now leads
+//     elsewhere — positive dentries are dropped, negative ones too;
+//   - NotifyEntry for names/ directories that appeared or vanished;
+//   - NotifyContent for the files whose content follows the records: an
+//     image's names, inspect.json, history, digest; a layer's info.json;
+//     df.
+//
+// The notifications are sent from the store's follower goroutine, never
+// from inside a FUSE operation: the kernel holds the directory's lock
+// during an operation, and a notification about that directory would wait
+// for it forever.
+
+import (
+	"context"
+	"strings"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// OnAdd of names/ (the root's child, added once per mount) starts passing
+// the store's changes on to the kernel.
+func (d *namesDir) OnAdd(ctx context.Context) {
+	if len(d.path) == 0 {
+		d.t.startNotify()
+	}
+}
+
+func (t *tree) startNotify() {
+	s, ok := t.store.(Subscriber)
+	if !ok {
+		return
+	}
+	ws := t.writes()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.cancel == nil {
+		ws.cancel = s.Subscribe(t.onChange)
+	}
+}
+
+// notifier sends each invalidation once.
+type notifier map[*fusefs.Inode]map[string]bool
+
+func (n notifier) entry(dir *fusefs.Inode, name string) {
+	if dir == nil || name == "" {
+		return
+	}
+	if n[dir] == nil {
+		n[dir] = map[string]bool{}
+	}
+	if n[dir][name] {
+		return
+	}
+	n[dir][name] = true
+	dir.NotifyEntry(name) // ENOENT when the kernel has no such entry: fine
+}
+
+func content(ino *fusefs.Inode) {
+	if ino != nil {
+		ino.NotifyContent(0, 0)
+	}
+}
+
+// onChange invalidates what differs between two indexes.
+func (t *tree) onChange(old, new *storageview.Index) {
+	root := t.root
+	if root == nil {
+		return
+	}
+	t.settlePending(new)
+	c := storageview.Diff(old, new)
+	n := notifier{}
+
+	images := root.GetChild("images")
+	names := root.GetChild("names")
+	digests := root.GetChild("digests")
+	layers := root.GetChild("layers")
+
+	if images != nil {
+		changed := map[string]bool{}
+		for _, id := range c.ImagesAdded {
+			changed[id] = true
+			n.entry(images, id)
+		}
+		for _, id := range c.ImagesRemoved {
+			changed[id] = true
+			n.entry(images, id)
+		}
+		files := map[string]bool{}
+		for _, id := range c.ImagesChanged {
+			files[id] = true
+		}
+		for name, ch := range images.Children() {
+			if len(name) < 64 { // an ID prefix the kernel looked up: its meaning may change
+				for id := range changed {
+					if strings.HasPrefix(id, name) {
+						n.entry(images, name)
+						break
+					}
+				}
+			}
+			if d, ok := ch.Operations().(*imageDir); ok && files[d.id] {
+				for _, f := range []string{"names", "inspect.json", "history", "digest"} {
+					content(ch.GetChild(f))
+				}
+			}
+		}
+	}
+
+	if names != nil {
+		for _, list := range [][]string{c.NamesAdded, c.NamesRemoved, c.NamesMoved} {
+			for _, name := range list {
+				t.notifyName(n, names, old, new, name)
+			}
+		}
+	}
+
+	if digests != nil {
+		for _, list := range [][]string{digestStrings(c.DigestsAdded), digestStrings(c.DigestsRemoved), digestStrings(c.DigestsMoved)} {
+			for _, d := range list {
+				n.entry(digests, d)
+			}
+		}
+	}
+
+	if layers != nil {
+		for _, id := range c.LayersAdded {
+			n.entry(layers, id)
+		}
+		for _, id := range c.LayersRemoved {
+			n.entry(layers, id)
+		}
+		for _, id := range c.LayersChanged {
+			if l := layers.GetChild(id); l != nil {
+				content(l.GetChild("info.json"))
+			}
+		}
+	}
+
+	content(root.GetChild("df"))
+}
+
+// notifyName invalidates the entries of one name that appeared, vanished
+// or moved: its leaf (and the repository alias of a ":latest" name), and
+// each directory on its path that appeared or vanished. Directories mkdir
+// made are left alone (names/ lookups do not know them).
+func (t *tree) notifyName(n notifier, dir *fusefs.Inode, old, new *storageview.Index, name string) {
+	parts := strings.Split(name, "/")
+	for i, comp := range parts[:len(parts)-1] {
+		sub := parts[:i+1]
+		if (old.NameDir(sub) == nil) != (new.NameDir(sub) == nil) && !t.isPending(strings.Join(sub, "/")) {
+			n.entry(dir, comp)
+		}
+		if dir = dir.GetChild(comp); dir == nil {
+			return // the kernel knows nothing below
+		}
+	}
+	leaf := parts[len(parts)-1]
+	n.entry(dir, leaf)
+	if repo, ok := strings.CutSuffix(leaf, latestTag); ok {
+		n.entry(dir, repo)
+	}
+}
+
+func digestStrings[D ~string](ds []D) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = string(d)
+	}
+	return out
+}
