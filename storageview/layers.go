@@ -226,10 +226,16 @@ func (v *View) MountImage(imageID string) (string, error) {
 	if _, _, err := v.image(imageID); err != nil {
 		return "", err
 	}
+	v.mountsMu.Lock()
+	defer v.mountsMu.Unlock()
 	dir, err := v.store.MountImage(imageID, []string{"ro"}, "")
 	if err != nil {
 		return "", fmt.Errorf("mounting image %s: %w", short(imageID), err)
 	}
+	if v.ourMounts == nil {
+		v.ourMounts = make(map[string]int)
+	}
+	v.ourMounts[imageID]++
 	return dir, nil
 }
 
@@ -239,8 +245,31 @@ func (v *View) UnmountImage(imageID string) error {
 	if v.closed.Load() {
 		return nil
 	}
+	v.mountsMu.Lock()
+	defer v.mountsMu.Unlock()
+	if v.ourMounts[imageID] == 0 {
+		return fmt.Errorf("unmounting image %s: not mounted by imagefs", short(imageID))
+	}
 	if _, err := v.store.UnmountImage(imageID, false); err != nil {
 		return fmt.Errorf("unmounting image %s: %w", short(imageID), err)
 	}
+	if v.ourMounts[imageID]--; v.ourMounts[imageID] == 0 {
+		delete(v.ourMounts, imageID)
+	}
 	return nil
+}
+
+// unmountOurs undoes every MountImage still standing (at Close).
+func (v *View) unmountOurs() {
+	v.mountsMu.Lock()
+	defer v.mountsMu.Unlock()
+	for id, n := range v.ourMounts {
+		for ; n > 0; n-- {
+			if _, err := v.store.UnmountImage(id, false); err != nil {
+				v.log.Printf("imagefs: unmounting image %s at close: %v", short(id), err)
+				break
+			}
+		}
+		delete(v.ourMounts, id)
+	}
 }

@@ -35,6 +35,11 @@ type View struct {
 
 	cache cache // derived data: see cache.go
 
+	// ourMounts counts the MountImage calls not yet undone, per image:
+	// Close undoes exactly these and never touches mounts made by podman.
+	mountsMu  sync.Mutex
+	ourMounts map[string]int
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -129,10 +134,10 @@ func (v *View) Options() Options { return v.opts }
 // Driver returns the graph driver's name ("overlay", "vfs", …).
 func (v *View) Driver() string { return v.driver }
 
-// Close shuts the store down: it unmounts whatever the store mounted
-// (including the overlay driver's private bind mount of its home), releases
-// the store and forgets it, so the next Open starts afresh. The view must
-// not be used afterwards.
+// Close shuts the store down: it undoes the image mounts this view made,
+// lets the driver clean up (the overlay driver's private bind mount of its
+// home goes when no layer is mounted), releases the store and forgets it,
+// so the next Open starts afresh. The view must not be used afterwards.
 func (v *View) Close() error {
 	v.closeOnce.Do(func() {
 		v.stopFollowing() // watch_inotify.go: the live-refresh goroutine, if any
@@ -150,9 +155,17 @@ func (v *View) Close() error {
 	return v.closeErr
 }
 
+// shutdown never forces: Shutdown(true) would unmount every mounted layer
+// of the store, the root filesystems of running containers included. A
+// store still holding other users' mounts is left to them, as podman does.
 func (v *View) shutdown() error {
-	_, err := v.store.Shutdown(true)
+	v.unmountOurs()
+	_, err := v.store.Shutdown(false)
 	v.store.Free()
+	if errors.Is(err, storage.ErrLayerUsedByContainer) {
+		v.log.Printf("imagefs: store left to its other users: %v", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("shutting the store down: %w", err)
 	}

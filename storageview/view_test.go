@@ -513,3 +513,37 @@ func TestClosed(t *testing.T) {
 		t.Errorf("calls after Close mounted %v", left)
 	}
 }
+
+// Close must undo only imagefs's own mounts: a container's root filesystem
+// mounted by podman stays mounted (forcing the store down would unmount
+// the rootfs of every running container on the host).
+func TestCloseKeepsOtherMounts(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, "overlay")
+	a := s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a")}}}})
+	s.Close()
+	s.Store.Free()
+	ctr := strings.TrimSpace(s.PodmanOutput(t, "create", "--pull=never", "localhost/a:1", "true"))
+	ctrDir := strings.TrimSpace(s.PodmanOutput(t, "mount", ctr))
+	t.Cleanup(func() { s.Podman("umount", "--all", "--force").Run() })
+
+	v, err := storageview.Open(storageview.Options{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: s.Driver})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ourDir, err := v.MountImage(a.ID)
+	if err != nil {
+		t.Fatalf("MountImage: %v", err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	left, _ := testenv.MountsUnder(s.Dir)
+	if !slices.Contains(left, ctrDir) {
+		t.Errorf("the container's mount %s went away with Close; mounts now: %v", ctrDir, left)
+	}
+	if slices.Contains(left, ourDir) {
+		t.Errorf("our own image mount %s is still there after Close", ourDir)
+	}
+}
