@@ -99,6 +99,7 @@ func Mount(mountpoint string, store nodes.Store, o Options) (*Server, error) {
 	if nopts.Log == nil {
 		nopts.Log = logger
 	}
+	nopts.Debug = nopts.Debug || o.Debug
 	root := nodes.NewRoot(store, nopts)
 
 	fopts := fuseOptions(o, logger)
@@ -125,6 +126,13 @@ func Mount(mountpoint string, store nodes.Store, o Options) (*Server, error) {
 		_ = srv.Unmount()
 		<-serveDone
 		return nil, fmt.Errorf("mounting FUSE at %s: %s", abs, oneLine(err))
+	}
+	if o.Debug {
+		if nodes.PassthroughInUse(srv) {
+			logger.Printf("imagefs: rootfs file content is served by FUSE passthrough (the kernel reads the layer files directly)")
+		} else {
+			logger.Printf("imagefs: FUSE passthrough unavailable; rootfs file content is read through imagefs")
+		}
 	}
 	go func() {
 		<-serveDone
@@ -163,7 +171,12 @@ func fuseOptions(o Options, logger *log.Logger) *fusefs.Options {
 			MaxReadAhead: o.MaxReadAhead,
 			Debug:        o.Debug,
 			Logger:       logger,
+			// Symlinks in images never change while the image exists.
+			EnableSymlinkCaching: true,
 		},
+		// Report mode 0 as 0 (e.g. /etc/shadow in many images): without
+		// this go-fuse turns a zero mode into 0644.
+		NullPermissions: true,
 		EntryTimeout:    &entry,
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,

@@ -44,6 +44,12 @@ type Options struct {
 	// that never change while their image or layer exists (config, an
 	// image's layers/); DefaultImmutableTimeout when 0.
 	ImmutableTimeout time.Duration
+	// Debug logs how rootfs/ serves file content (FUSE passthrough or
+	// reads through imagefs) and every fallback.
+	Debug bool
+	// RootfsCacheEntries bounds the merged rootfs/ directory listings kept
+	// in memory, counted in entries (union.DefaultCacheEntries when 0).
+	RootfsCacheEntries int
 }
 
 // tree is the state shared by every node of one mount.
@@ -58,6 +64,8 @@ type tree struct {
 	// The fixed directories, persistent for the life of the mount, for
 	// the NotifyEntry/NotifyDelete calls of write operations.
 	root, images, names, digests, layers *fusefs.Inode
+
+	rootfs *Rootfs // images/<id>/rootfs/, layers/<id>/diff/ and changes
 
 	newestMu sync.Mutex
 	newestIx *storageview.Index
@@ -85,6 +93,7 @@ func newTree(store Store, o Options) *tree {
 	if t.immutableTimeout == 0 {
 		t.immutableTimeout = DefaultImmutableTimeout
 	}
+	t.rootfs = NewRootfs(store, RootfsOptions{Log: t.log, Debug: o.Debug, CacheEntries: o.RootfsCacheEntries})
 	return t
 }
 

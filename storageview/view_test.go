@@ -375,7 +375,12 @@ func TestAdditionalImageStore(t *testing.T) {
 	s := fixture.NewStore(t, "overlay")
 	own := s.Add(t, fixture.Image{Names: []string{"localhost/own:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("own", "x")}}}})
 
-	roDir := t.TempDir()
+	// Not t.TempDir(): podman 4.3 refuses a run root longer than 50 bytes.
+	roDir, err := os.MkdirTemp("", "ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(roDir) })
 	testenv.NoMountsLeft(t, roDir)
 	roRoot := filepath.Join(roDir, "graph")
 	tarball := filepath.Join(roDir, "layer.tar")
