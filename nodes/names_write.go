@@ -124,7 +124,8 @@ func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.E
 		tn = ln
 	}
 	if errno := tn.attr(ctx, ix, &out.Attr); errno != 0 {
-		return nil, errno // removed again in the meantime
+		// Made, but gone again already (another process untagged it).
+		return nil, t.refuseWrite(op, p, errno, "the link was made but is gone again")
 	}
 	e, a := tn.timeouts()
 	out.SetEntryTimeout(e)
@@ -179,7 +180,9 @@ func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
 // names/quay.io/me): it lives in memory until rmdir, or until a name made
 // below it turns it into an ordinary names/ directory (which goes with its
 // last name). The path must be able to start a name: the first level is a
-// registry ("quay.io", "localhost", "example.com:5000").
+// registry ("quay.io", "localhost", "example.com:5000"). A directory that
+// exists already — the kernel, asking, did not know it yet — is simply
+// returned.
 func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	const op = "mkdir"
 	t, p := d.t, namesPath(d.path, name)
@@ -195,26 +198,38 @@ func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fus
 	if ix.NameDir(d.path) == nil && !t.isPending(strings.Join(d.path, "/")) && len(d.path) > 0 {
 		return nil, t.refuseWrite(op, p, syscall.ENOENT, "the parent directory is gone")
 	}
-	if t.isNamesDir(ix, d.path, name) || leafName(ix, d.path, name) != "" {
-		return nil, t.refuseWrite(op, p, syscall.EEXIST, "exists")
+	if leafName(ix, d.path, name) != "" {
+		return nil, t.refuseWrite(op, p, syscall.EEXIST, "a name, not a directory")
 	}
-	// A name below the directory must be able to read back where it is made.
-	probe := full + "/x/y"
-	if stored, err := storageview.NormalizeName(probe); err != nil || stored != probe+latestTag {
-		why := "not a valid part of an image name"
-		if err == nil {
-			why = "names below it would be stored as " + strings.TrimSuffix(stored, "/x/y"+latestTag) + "/…; the first level must be a registry (quay.io, localhost, example.com:5000)"
+	// The kernel asks only when it believes the directory absent. If the
+	// store has it after all (podman just made a name below it and the
+	// kernel's negative entry is not invalidated yet) or mkdir made it
+	// before, the directory is there now: success, as if mkdir came first.
+	if !t.isNamesDir(ix, d.path, name) {
+		// A name below the directory must be able to read back where it is made.
+		probe := full + "/x/y"
+		if stored, err := storageview.NormalizeName(probe); err != nil || stored != probe+latestTag {
+			why := "not a valid part of an image name"
+			if err == nil {
+				why = "names below it would be stored as " + strings.TrimSuffix(stored, "/x/y"+latestTag) + "/…; the first level must be a registry (quay.io, localhost, example.com:5000)"
+			}
+			return nil, t.refuseWrite(op, p, syscall.EINVAL, "%s", why)
 		}
-		return nil, t.refuseWrite(op, p, syscall.EINVAL, "%s", why)
+		ws := t.writes()
+		ws.mu.Lock()
+		ws.pending[full] = true
+		ws.mu.Unlock()
 	}
-	ws := t.writes()
-	ws.mu.Lock()
-	ws.pending[full] = true
-	ws.mu.Unlock()
 	nd := newPendingNameDir(t, append(slices.Clone(d.path), name))
 	ch := d.NewInode(ctx, nd, nd.stable())
-	nd.attr(ctx, ix, &out.Attr)
-	e, a := nd.timeouts()
+	tn, ok := ch.Operations().(treeNode)
+	if !ok {
+		tn = nd
+	}
+	if errno := tn.attr(ctx, ix, &out.Attr); errno != 0 {
+		return nil, errno
+	}
+	e, a := tn.timeouts()
 	out.SetEntryTimeout(e)
 	out.SetAttrTimeout(a)
 	return ch, 0
@@ -374,6 +389,13 @@ func (l *nameLink) moveTo(name string, depth int) {
 	l.mu.Lock()
 	l.name, l.imgID, l.depth, l.isTemp = name, "", depth, false
 	l.mu.Unlock()
+}
+
+// shows reports whether the link shows this stored name.
+func (l *nameLink) shows(name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.isTemp && l.name == name
 }
 
 func (l *nameLink) stable() fusefs.StableAttr {

@@ -119,10 +119,15 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	}
 
 	if names != nil {
-		for _, list := range [][]string{c.NamesAdded, c.NamesRemoved, c.NamesMoved} {
-			for _, name := range list {
-				t.notifyName(n, names, old, new, name)
-			}
+		cur := t.index() // may be newer than new already
+		for _, name := range c.NamesAdded {
+			t.notifyName(n, names, old, new, cur, name, false)
+		}
+		for _, name := range c.NamesRemoved {
+			t.notifyName(n, names, old, new, cur, name, false)
+		}
+		for _, name := range c.NamesMoved {
+			t.notifyName(n, names, old, new, cur, name, true)
 		}
 	}
 
@@ -154,12 +159,19 @@ func (t *tree) onChange(old, new *storageview.Index) {
 // notifyName invalidates the entries of one name that appeared, vanished
 // or moved: its leaf (and the repository alias of a ":latest" name), and
 // each directory on its path that appeared or vanished. Directories mkdir
-// made are left alone (names/ lookups do not know them).
-func (t *tree) notifyName(n notifier, dir *fusefs.Inode, old, new *storageview.Index, name string) {
+// made are left alone (names/ lookups do not know them), and so is a
+// directory that vanished but is back in the current index cur (an
+// invalidation arriving late would only unsettle the entry made since),
+// and the entry of a link a write of ours just made for this very name
+// (the kernel's entry is already right). The kernel caches link targets
+// (CACHE_SYMLINKS): a moved name's link content is invalidated too.
+func (t *tree) notifyName(n notifier, dir *fusefs.Inode, old, new, cur *storageview.Index, name string, moved bool) {
 	parts := strings.Split(name, "/")
 	for i, comp := range parts[:len(parts)-1] {
 		sub := parts[:i+1]
-		if (old.NameDir(sub) == nil) != (new.NameDir(sub) == nil) && !t.isPending(strings.Join(sub, "/")) {
+		was, is := old.NameDir(sub) != nil, new.NameDir(sub) != nil
+		back := !is && cur.NameDir(sub) != nil
+		if was != is && !back && !t.isPending(strings.Join(sub, "/")) {
 			n.entry(dir, comp)
 		}
 		if dir = dir.GetChild(comp); dir == nil {
@@ -167,6 +179,13 @@ func (t *tree) notifyName(n notifier, dir *fusefs.Inode, old, new *storageview.I
 		}
 	}
 	leaf := parts[len(parts)-1]
+	if ch := dir.GetChild(leaf); ch != nil {
+		if moved {
+			content(ch)
+		} else if nl, ok := ch.Operations().(*nameLink); ok && nl.shows(name) && new.ImageByName(name) != nil {
+			return
+		}
+	}
 	n.entry(dir, leaf)
 	if repo, ok := strings.CutSuffix(leaf, latestTag); ok {
 		n.entry(dir, repo)

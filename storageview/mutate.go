@@ -372,7 +372,8 @@ func storeErr(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, storage.ErrImageUsedByContainer):
-		return fmt.Errorf("%w: %v", ErrInUse, err)
+		// c/storage says "image used by <container>: image is in use by a container".
+		return fmt.Errorf("%w: %s", ErrInUse, strings.TrimSuffix(err.Error(), ": "+storage.ErrImageUsedByContainer.Error()))
 	case errors.Is(err, storage.ErrImageUnknown), errors.Is(err, storage.ErrNotAnImage):
 		return fmt.Errorf("%w: %v", ErrNotFound, err)
 	case errors.Is(err, storage.ErrStoreIsReadOnly):
@@ -541,10 +542,11 @@ func (v *View) mutator() *mutator {
 	return &mutator{store: v.store, readOnly: v.opts.ReadOnly, changed: v.changedByUs}
 }
 
-// changedByUs is called after each of our own changes: the next Index
-// rebuilds, and the followers (Subscribe) are woken at once.
+// changedByUs is called after each of our own changes: the index is
+// rebuilt before the change returns (so the next Index shows it), and the
+// followers (Subscribe) are woken at once.
 func (v *View) changedByUs() {
-	v.Invalidate()
+	v.refreshNow()
 	wakeFollower(v)
 }
 

@@ -3,6 +3,10 @@ package storageview
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -427,4 +431,122 @@ func TestNormalizeName(t *testing.T) {
 			t.Errorf("NormalizeName(%q) = %q, %v; want ErrInvalidName", in, got, err)
 		}
 	}
+}
+
+// TestMutateVisibleAtOnce: while other goroutines read the index and
+// podman writes the store from another process, each of our changes shows
+// in the very next Index call.
+func TestMutateVisibleAtOnce(t *testing.T) {
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, "overlay")
+	a := s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a")}}}})
+	b := s.Add(t, fixture.Image{Names: []string{"localhost/b:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("b", "b")}}}})
+	v := openView(t, s)
+	cancel := v.Subscribe(func(old, new *Index) {})
+	defer cancel()
+	stop := time.Now().Add(4 * time.Second)
+	done := make(chan struct{})
+	readers := 3
+	for g := 0; g < readers; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for time.Now().Before(stop) {
+				v.Index()
+			}
+		}()
+	}
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for i := 0; time.Now().Before(stop); i++ {
+			args := []string{"tag", b.ID, fmt.Sprintf("localhost/p:%d", i)}
+			if i%2 == 1 {
+				args = []string{"untag", b.ID, fmt.Sprintf("localhost/p:%d", i-1)}
+			}
+			if out, err := podmanTry(s, args...); err != nil {
+				t.Errorf("podman %v: %v\n%s", args, err, out)
+			}
+		}
+	}()
+	stale, n := 0, 0
+	for i := 0; time.Now().Before(stop); i++ {
+		name := fmt.Sprintf("localhost/x/m%d:1", i)
+		if err := v.Tag(a.ID, name); err != nil {
+			t.Fatal(err)
+		}
+		if v.Index().ImageByName(name) == nil {
+			stale++
+		}
+		if err := v.RemoveName(name); err != nil {
+			t.Fatal(err)
+		}
+		if v.Index().ImageByName(name) != nil {
+			stale++
+		}
+		n += 2
+	}
+	for g := 0; g < readers+1; g++ {
+		<-done
+	}
+	if stale > 0 {
+		t.Errorf("%d of %d changes did not show in the next Index", stale, n)
+	}
+	t.Logf("%d changes", n)
+}
+
+// TestMutateReadOnlyStore: images of an additional (read-only) image store
+// refuse every change with ErrReadOnly, and nothing changes; a name such
+// an image holds cannot be taken by tagging a writable image either.
+func TestMutateReadOnlyStore(t *testing.T) {
+	testenv.RequirePodman(t)
+	// The additional store is made by podman alone: this process must not
+	// hold its lock files open for writing.
+	roDir, err := os.MkdirTemp("/tmp", "ifro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(roDir) })
+	testenv.NoMountsLeft(t, roDir)
+	envStore := fixture.NewStore(t, "vfs") // its private podman configuration
+	roPodman := func(args ...string) string {
+		cmd := exec.Command("podman", append([]string{"--root", roDir + "/g", "--runroot", roDir + "/r", "--storage-driver", "overlay"}, args...)...)
+		cmd.Env = envStore.PodmanEnv()
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("podman %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	tarball := filepath.Join(t.TempDir(), "ro.tar")
+	writeFile(t, tarball, tarOf(t, map[string]string{"ro": "ro\n"}))
+	roID := strings.TrimPrefix(roPodman("import", tarball, "localhost/ro:1"), "sha256:")
+	roPodman("tag", roID, "localhost/ro:2")
+	s := fixture.NewStore(t, "overlay", "overlay.imagestore="+roDir+"/g")
+	rw := s.Add(t, fixture.Image{Names: []string{"localhost/rw:1"},
+		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("rw", "rw\n")}}}})
+	roImg := struct{ ID string }{roID}
+	v := openView(t, s)
+	img := v.Index().ImageByID(roImg.ID)
+	if img == nil || !img.ReadOnly {
+		t.Fatalf("the additional store's image: %+v", img)
+	}
+	before := podmanImages(t, s)
+	for what, op := range map[string]func() error{
+		"tag":                      func() error { return v.Tag(roImg.ID, "localhost/ro:3") },
+		"untag":                    func() error { return v.RemoveName("localhost/ro:1") },
+		"remove":                   func() error { return v.RemoveImage(roImg.ID) },
+		"retag":                    func() error { return v.Retag("localhost/ro:1", "localhost/ro:9") },
+		"take its name by tagging": func() error { return v.Tag(rw.ID, "localhost/ro:2") },
+	} {
+		if err := op(); !errors.Is(err, ErrReadOnly) {
+			t.Errorf("%s: %v, want ErrReadOnly", what, err)
+		}
+	}
+	if after := podmanImages(t, s); after != before {
+		t.Errorf("refused changes changed podman's listing:\nbefore %s\nafter  %s", before, after)
+	}
+	// The writable image still changes.
+	if err := v.Tag(rw.ID, "localhost/rw:2"); err != nil {
+		t.Errorf("tagging the writable image: %v", err)
+	}
+	agree(t, v, s)
 }

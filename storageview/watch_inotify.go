@@ -112,6 +112,29 @@ func (v *View) stopFollowing() {
 	<-f.done
 }
 
+// refreshNow rebuilds the index from the store at once and returns it.
+// After a change of ours the next Index must show it; Invalidate alone
+// does not promise that while another caller's rebuild, begun before the
+// change, is still running (that caller takes the dirty flag, and Index's
+// fast path serves the old index until it is done). Rebuilding under
+// refreshMu orders this build after every earlier one. The dirty flag
+// stays set during and after the build: callers meanwhile take Index's
+// slow path and wait for this build instead of serving the old index, and
+// an Invalidate that came during the build is not lost (the next Index
+// rebuilds once more, cheaply: unchanged records keep their generation).
+func (v *View) refreshNow() *Index {
+	v.refreshMu.Lock()
+	defer v.refreshMu.Unlock()
+	if v.closed.Load() {
+		return v.cur.Load()
+	}
+	v.Invalidate()
+	v.watch.changed() // the tokens as this build sees them
+	v.rebuild()
+	v.lastCheck.Store(nanotime())
+	return v.cur.Load()
+}
+
 // wakeFollower tells v's follower, if it has one, that we changed the
 // store: it refreshes at once, without waiting for a burst to settle.
 func wakeFollower(v *View) {
@@ -162,6 +185,10 @@ func (f *follower) startInotify() {
 			if _, err := f.ino.Read(buf); err != nil {
 				return // closed by stopFollowing
 			}
+			// At once, not after the debounce: the next Index (a FUSE
+			// request right after podman exits) must re-read the store
+			// rather than serve the index of before the change.
+			f.v.Invalidate()
 			f.poke()
 		}
 	}()
@@ -212,10 +239,12 @@ func (f *follower) run(last *Index) {
 		case <-tick.C:
 			f.addWatches()
 		}
+		var ix *Index
 		if forced {
-			f.v.Invalidate()
+			ix = f.v.refreshNow()
+		} else {
+			ix = f.v.Index()
 		}
-		ix := f.v.Index()
 		if ix == nil || last == nil || ix.Generation == last.Generation {
 			if last == nil {
 				last = ix

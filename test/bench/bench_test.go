@@ -73,6 +73,14 @@ func TestHarnessQuick(t *testing.T) {
 	dir := t.TempDir()
 	testenv.NoMountsLeft(t, dir)
 	bin := imagefsBinary(t, dir)
+	t.Cleanup(func() { // the stores' run roots live in /run
+		graphs, _ := filepath.Glob(filepath.Join(dir, "cache", "*", "graph"))
+		for _, g := range graphs {
+			if err := os.RemoveAll(runRootFor(g)); err != nil {
+				t.Errorf("removing the run root of %s: %v", g, err)
+			}
+		}
+	})
 
 	csvPath := filepath.Join(dir, "results.csv")
 	mdPath := filepath.Join(dir, "results.md")

@@ -143,10 +143,21 @@ func (r *runner) compare(w workload, views []view) *result {
 		for _, v := range views { // warm-up, not counted
 			run(v)
 		}
+		// Slow workloads get fewer repetitions, to keep the whole run
+		// within minutes.
+		reps := r.cfg.reps
+		var slowest time.Duration
 		for v := range samples {
+			slowest = max(slowest, samples[v][0].wall)
 			samples[v] = nil
 		}
-		for rep := range r.cfg.reps {
+		switch {
+		case slowest >= 10*time.Second:
+			reps = min(reps, 1)
+		case slowest >= 2*time.Second:
+			reps = min(reps, 3)
+		}
+		for rep := range reps {
 			for _, v := range rotate(views, rep) {
 				run(v)
 			}

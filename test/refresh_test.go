@@ -1,0 +1,157 @@
+package test
+
+// Live refresh: changes podman makes in another process show in a mounted
+// tree within a second, without remounting, and nothing of a removed image
+// is served from the kernel's caches.
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// readlinkTo checks that p is a link to images/<id>.
+func readlinkTo(p, id string) error {
+	target, err := os.Readlink(p)
+	if err != nil {
+		return err
+	}
+	if !strings.HasSuffix(target, "images/"+id) {
+		return fmt.Errorf("%s -> %s, want …images/%.12s", p, target, id)
+	}
+	return nil
+}
+
+func TestRefresh(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	base, lone := e.base, e.lone
+
+	// Prime the kernel's caches: negative entries for what podman will
+	// add, positive ones (and page cache) for what it will change.
+	newName := e.p("names/quay.io/ext/new:1")
+	for _, p := range []string{newName, e.p("names/quay.io/ext"), e.p("names/localhost/imported:1")} {
+		if err := gone(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	namesFile := e.p("images/" + base.ID + "/names")
+	oldNames, err := os.ReadFile(namesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := e.p("images/" + lone.ID + "/manifest")
+	oldManifest, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"digests/" + lone.ManifestDigest.String(), "layers/" + lone.LayerIDs[0], "images/" + lone.ID[:12]} {
+		if _, err := os.Lstat(e.p(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// podman tag: the name, its new directory and the image's names file.
+	e.s.PodmanOutput(t, "tag", base.ID, "quay.io/ext/new:1")
+	took := eventually(t, "podman tag", func() error {
+		if err := readlinkTo(newName, base.ID); err != nil {
+			return err
+		}
+		b, err := os.ReadFile(namesFile)
+		if err != nil || string(b) != string(oldNames)+"quay.io/ext/new:1\n" {
+			return fmt.Errorf("names file %q %v", b, err)
+		}
+		ents, err := os.ReadDir(e.p("names/quay.io"))
+		if err != nil || !slices.ContainsFunc(ents, func(d os.DirEntry) bool { return d.Name() == "ext" }) {
+			return fmt.Errorf("ls names/quay.io: %v %v", ents, err)
+		}
+		return nil
+	})
+	t.Logf("podman tag visible after %s", took)
+
+	// podman untag: gone again, the directory too.
+	e.s.PodmanOutput(t, "untag", base.ID, "quay.io/ext/new:1")
+	took = eventually(t, "podman untag", func() error {
+		if err := gone(newName); err != nil {
+			return err
+		}
+		return gone(e.p("names/quay.io/ext"))
+	})
+	t.Logf("podman untag visible after %s", took)
+
+	// podman rmi: the image's files are never served from the kernel's
+	// caches once podman is done, and every path to it goes.
+	e.s.PodmanOutput(t, "rmi", lone.ID)
+	if b, err := os.ReadFile(manifest); !errors.Is(err, syscall.ENOENT) {
+		same := bytes.Equal(b, oldManifest)
+		t.Errorf("cat of a removed image's manifest right after podman rmi: %d bytes (the old ones: %v), %v; want ENOENT", len(b), same, err)
+	}
+	took = eventually(t, "podman rmi", func() error {
+		for _, p := range []string{"images/" + lone.ID, "images/" + lone.ID[:12], "digests/" + lone.ManifestDigest.String(), "layers/" + lone.LayerIDs[0]} {
+			if err := gone(e.p(p)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	t.Logf("podman rmi visible after %s", took)
+
+	// podman import: a new image, its name, digest and layer.
+	tarball := filepath.Join(t.TempDir(), "x.tar")
+	if err := os.WriteFile(tarball, tarOfFiles(t, map[string]string{"imported": "yes\n"}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := e.s.PodmanOutput(t, "import", tarball, "localhost/imported:1")
+	id := strings.TrimPrefix(strings.TrimSpace(out), "sha256:")
+	took = eventually(t, "podman import", func() error {
+		if err := readlinkTo(e.p("names/localhost/imported:1"), id); err != nil {
+			return err
+		}
+		if _, err := os.Stat(e.p("images/" + id + "/manifest")); err != nil {
+			return err
+		}
+		d, err := os.ReadFile(e.p("images/" + id + "/digest"))
+		if err != nil {
+			return err
+		}
+		return readlinkTo(e.p("digests/"+strings.TrimSpace(string(d))), id)
+	})
+	t.Logf("podman import visible after %s", took)
+}
+
+// tarOfFiles makes an uncompressed tar of regular files (path → content),
+// for podman import.
+func tarOfFiles(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mtime := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		h := &tar.Header{Name: n, ModTime: mtime, Mode: 0o644, Typeflag: tar.TypeReg, Size: int64(len(files[n]))}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(files[n])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,556 @@
+package test
+
+// Writes through a real kernel mount (in-process server, as imagefs mount
+// runs it), with podman on the same store as the witness: every change
+// agrees with `podman images`/`podman image inspect`, every refusal
+// returns its errno, logs one line and leaves `podman images -a` byte for
+// byte unchanged.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/internal/fixture"
+	"github.com/imagefs/imagefs/internal/testenv"
+	"github.com/imagefs/imagefs/nodes"
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// The view is what the tree writes through and follows.
+var (
+	_ nodes.Writer     = (*storageview.View)(nil)
+	_ nodes.Subscriber = (*storageview.View)(nil)
+)
+
+// logBuf collects the mount's log lines.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuf) lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := strings.TrimSuffix(b.buf.String(), "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// wenv is one writes test's world: a store with four images, its view and
+// a kernel mount of it.
+type wenv struct {
+	t    *testing.T
+	s    *fixture.Store
+	v    *storageview.View
+	mnt  string
+	logs *logBuf
+	// unmount ends the mount early (once; the view is closed with it).
+	unmount func()
+
+	base, tool, busy, lone fixture.Added
+}
+
+// writesImages: base and tool share their base layer, busy is used by a
+// container, lone is dangling.
+func writesImages(s *fixture.Store, t *testing.T) (base, tool, busy, lone fixture.Added) {
+	t.Helper()
+	shared := fixture.Layer{Entries: []fixture.Entry{fixture.File("etc/os", "base\n")}}
+	base = s.Add(t, fixture.Image{
+		Names:  []string{"docker.io/library/alpine:3.19", "localhost/app:1"},
+		Layers: []fixture.Layer{shared},
+		Config: fixture.Config{Cmd: []string{"/bin/true"}},
+	})
+	tool = s.Add(t, fixture.Image{
+		Names:  []string{"quay.io/org/tool:2"},
+		Layers: []fixture.Layer{shared, {Entries: []fixture.Entry{fixture.File("usr/bin/tool", "tool\n")}}},
+		Config: fixture.Config{Cmd: []string{"/usr/bin/tool"}},
+	})
+	busy = s.Add(t, fixture.Image{
+		Names:  []string{"localhost/busy:1"},
+		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("busy", "busy\n")}}},
+		Config: fixture.Config{Cmd: []string{"/busy"}},
+	})
+	lone = s.Add(t, fixture.Image{
+		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("lone", "lone\n")}}},
+	})
+	s.PodmanOutput(t, "create", "--pull=never", "--net", "none", "--name", "c1", busy.ID)
+	return
+}
+
+// newWenv makes the store and mounts it; vo and fo adjust the view's and
+// the mount's options.
+func newWenv(t *testing.T, driver string, vo storageview.Options, fo fs.Options) *wenv {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	testenv.RequirePodman(t)
+	e := &wenv{t: t, s: fixture.NewStore(t, driver), logs: &logBuf{}}
+	e.base, e.tool, e.busy, e.lone = writesImages(e.s, t)
+	e.v = openWritesView(t, e.s, vo, e.logs)
+	fo.Log = log.New(e.logs, "", 0)
+	e.mnt, e.unmount = mountInProcess(t, e.v, fo)
+	return e
+}
+
+// openWritesView opens the store as imagefs mount does, logging to logs.
+// The mount owns the view and closes it when it ends.
+func openWritesView(t *testing.T, s *fixture.Store, vo storageview.Options, logs *logBuf) *storageview.View {
+	t.Helper()
+	vo.GraphRoot, vo.RunRoot, vo.Driver, vo.DriverOptions = s.GraphRoot, s.RunRoot, s.Driver, s.StorageOpts
+	vo.Log = log.New(logs, "", 0)
+	v, err := storageview.Open(vo)
+	if err != nil {
+		t.Fatalf("opening the store: %v", err)
+	}
+	return v
+}
+
+func (e *wenv) p(rel string) string { return filepath.Join(e.mnt, rel) }
+
+// podmanImages is `podman images -a --format json`, the byte-for-byte
+// witness of refusals.
+func (e *wenv) podmanImages() string {
+	e.t.Helper()
+	return e.s.PodmanOutput(e.t, "images", "-a", "--format", "json")
+}
+
+// repoTags maps every image podman lists to its names.
+func (e *wenv) repoTags() map[string][]string {
+	e.t.Helper()
+	var listed []struct {
+		ID    string `json:"Id"`
+		Names []string
+	}
+	if err := json.Unmarshal([]byte(e.podmanImages()), &listed); err != nil {
+		e.t.Fatal(err)
+	}
+	m := map[string][]string{}
+	for _, l := range listed {
+		m[l.ID] = l.Names
+	}
+	return m
+}
+
+// wantTags requires podman to list image id with exactly these names, in
+// this order (nil: the image must be gone).
+func (e *wenv) wantTags(what, id string, names ...string) {
+	e.t.Helper()
+	got, ok := e.repoTags()[id]
+	switch {
+	case names == nil && ok:
+		e.t.Errorf("%s: podman still lists %.12s (%v)", what, id, got)
+	case names != nil && !ok:
+		e.t.Errorf("%s: podman does not list %.12s", what, id)
+	case names != nil && !slices.Equal(got, names) && !(len(got) == 0 && len(names) == 0):
+		e.t.Errorf("%s: podman names of %.12s: %v, want %v", what, id, got, names)
+	}
+	if names == nil {
+		return
+	}
+	// The tree agrees: images/<id>/names lists the same, each names/ link
+	// leads to the image.
+	b, err := os.ReadFile(e.p("images/" + id + "/names"))
+	if err != nil {
+		e.t.Errorf("%s: %v", what, err)
+		return
+	}
+	want := ""
+	if len(names) > 0 {
+		want = strings.Join(names, "\n") + "\n"
+	}
+	if string(b) != want {
+		e.t.Errorf("%s: images/%.12s/names = %q, want %q", what, id, b, want)
+	}
+	for _, n := range names {
+		target, err := os.Readlink(e.p("names/" + n))
+		if err != nil || !strings.HasSuffix(target, "images/"+id) {
+			e.t.Errorf("%s: names/%s -> %q, %v; want …images/%.12s", what, n, target, err, id)
+		}
+	}
+}
+
+// refused checks a refused change: errno want, exactly one new log line
+// naming the path and the errno, and podman's listing unchanged.
+func (e *wenv) refused(what string, want syscall.Errno, path string, op func() error) {
+	e.t.Helper()
+	before := e.podmanImages()
+	nlog := len(e.logs.lines())
+	err := op()
+	if !errors.Is(err, want) {
+		e.t.Errorf("%s: %v, want %v", what, err, want)
+	}
+	lines := e.logs.lines()[nlog:]
+	if os.Getenv("IFS_SHOWLOG") != "" { // to see the log lines of refusals
+
+		e.t.Log(lines)
+	}
+	var matching []string
+	for _, l := range lines {
+		if strings.Contains(l, path) {
+			matching = append(matching, l)
+		}
+	}
+	if len(matching) != 1 || !strings.Contains(matching[0], errnoName(want)) {
+		e.t.Errorf("%s: want one log line naming %s and %s, got %q", what, path, errnoName(want), lines)
+	}
+	if after := e.podmanImages(); after != before {
+		e.t.Errorf("%s changed podman's listing:\nbefore %s\nafter  %s", what, before, after)
+	}
+}
+
+func errnoName(e syscall.Errno) string {
+	switch e {
+	case syscall.EACCES:
+		return "EACCES"
+	case syscall.EBUSY:
+		return "EBUSY"
+	case syscall.EEXIST:
+		return "EEXIST"
+	case syscall.EINVAL:
+		return "EINVAL"
+	case syscall.ENOENT:
+		return "ENOENT"
+	case syscall.ENOTEMPTY:
+		return "ENOTEMPTY"
+	case syscall.EROFS:
+		return "EROFS"
+	case syscall.EXDEV:
+		return "EXDEV"
+	case syscall.EISDIR:
+		return "EISDIR"
+	}
+	return e.Error()
+}
+
+// eventually polls cond until it holds, failing after one second.
+func eventually(t *testing.T, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := cond()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("%s: not within 1s: %v", what, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func gone(p string) error {
+	if _, err := os.Lstat(p); !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("lstat %s: %v, want ENOENT", p, err)
+	}
+	return nil
+}
+
+// TestWrites: every write operation through the mount, podman agreeing
+// after each.
+func TestWrites(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	base, tool, busy, lone := e.base.ID, e.tool.ID, e.busy.ID, e.lone.ID
+
+	// mkdir -p makes the directories a new name needs.
+	if err := os.MkdirAll(e.p("names/quay.io/me/team"), 0o755); err != nil {
+		t.Fatalf("mkdir -p: %v", err)
+	}
+	if st, err := os.Stat(e.p("names/quay.io/me/team")); err != nil || !st.IsDir() {
+		t.Fatalf("stat of a made directory: %v %v", st, err)
+	}
+	if ents, err := os.ReadDir(e.p("names/quay.io/me")); err != nil || len(ents) != 1 || ents[0].Name() != "team" {
+		t.Errorf("ls names/quay.io/me: %v %v", ents, err)
+	}
+	if err := os.Remove(e.p("names/quay.io/me/team")); err != nil {
+		t.Errorf("rmdir of an empty made directory: %v", err)
+	}
+	if err := gone(e.p("names/quay.io/me/team")); err != nil {
+		t.Error(err)
+	}
+
+	// ln -s, target relative to the link: tags base.
+	link := e.p("names/quay.io/me/app:1")
+	if err := os.Symlink("../../../images/"+base, link); err != nil {
+		t.Fatalf("ln -s: %v", err)
+	}
+	if got, err := os.Readlink(link); err != nil || got != "../../../images/"+base {
+		t.Errorf("readlink right after ln -s: %q %v", got, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(link, "digest")); err != nil || string(b) != e.base.ManifestDigest.String()+"\n" {
+		t.Errorf("reading through the new link: %q %v", b, err)
+	}
+	e.wantTags("ln -s relative", base, "docker.io/library/alpine:3.19", "localhost/app:1", "quay.io/me/app:1")
+
+	// Absolute target through an ID prefix; no tag: :latest.
+	if err := os.Symlink(e.p("images/"+tool[:12]), e.p("names/quay.io/me/tool")); err != nil {
+		t.Fatalf("ln -s absolute: %v", err)
+	}
+	e.wantTags("ln -s absolute, no tag", tool, "quay.io/org/tool:2", "quay.io/me/tool:latest")
+	if got, err := os.Readlink(e.p("names/quay.io/me/tool")); err != nil || got != "../../../images/"+tool {
+		t.Errorf("readlink names/quay.io/me/tool: %q %v", got, err)
+	}
+
+	// A digest, a name, an ID prefix as targets.
+	if err := os.Symlink("../../digests/"+e.lone.ManifestDigest.String(), e.p("names/localhost/lone:1")); err != nil {
+		t.Fatalf("ln -s digests/: %v", err)
+	}
+	if err := os.Symlink("quay.io/org/tool:2", e.p("names/localhost/byname:1")); err != nil {
+		t.Fatalf("ln -s NAME: %v", err)
+	}
+	e.wantTags("ln -s digests/", lone, "localhost/lone:1")
+	e.wantTags("ln -s NAME", tool, "quay.io/org/tool:2", "quay.io/me/tool:latest", "localhost/byname:1")
+
+	// ln -sfn moves a name from another image, as podman tag does.
+	if out, err := exec.Command("ln", "-sfn", "../../images/"+lone, e.p("names/localhost/app:1")).CombinedOutput(); err != nil {
+		t.Fatalf("ln -sfn: %v\n%s", err, out)
+	}
+	e.wantTags("ln -sf (name moved away)", base, "docker.io/library/alpine:3.19", "quay.io/me/app:1")
+	e.wantTags("ln -sf (name moved here)", lone, "localhost/lone:1", "localhost/app:1")
+
+	// mv retags within an image: the new link reads back at once.
+	if err := os.Rename(e.p("names/localhost/byname:1"), e.p("names/localhost/renamed:2")); err != nil {
+		t.Fatalf("mv: %v", err)
+	}
+	if got, err := os.Readlink(e.p("names/localhost/renamed:2")); err != nil || got != "../../images/"+tool {
+		t.Errorf("readlink right after mv: %q %v", got, err)
+	}
+	if err := gone(e.p("names/localhost/byname:1")); err != nil {
+		t.Error(err)
+	}
+	e.wantTags("mv", tool, "quay.io/org/tool:2", "quay.io/me/tool:latest", "localhost/renamed:2")
+	// mv of a name the read side looked up, to another directory.
+	if _, err := os.Lstat(e.p("names/quay.io/org/tool:2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(e.p("names/quay.io/org/tool:2"), e.p("names/quay.io/me/tool:2")); err != nil {
+		t.Fatalf("mv across directories: %v", err)
+	}
+	took := eventually(t, "readlink after mv of a looked-up name", func() error {
+		if got, err := os.Readlink(e.p("names/quay.io/me/tool:2")); err != nil || got != "../../../images/"+tool {
+			return fmt.Errorf("%q %v", got, err)
+		}
+		return nil
+	})
+	t.Logf("a looked-up name reads back %s after mv", took)
+	e.wantTags("mv across directories", tool, "quay.io/me/tool:latest", "localhost/renamed:2", "quay.io/me/tool:2")
+
+	// rm of one of several names: untag only.
+	if err := os.Remove(e.p("names/quay.io/me/tool")); err != nil {
+		t.Fatalf("rm (untag): %v", err)
+	}
+	if err := gone(e.p("names/quay.io/me/tool:latest")); err != nil {
+		t.Error(err)
+	}
+	e.wantTags("rm of one name", tool, "localhost/renamed:2", "quay.io/me/tool:2")
+
+	// rm of an image's last name removes the image; the layer it shares
+	// with tool stays.
+	if err := os.Remove(e.p("names/docker.io/library/alpine:3.19")); err != nil {
+		t.Fatalf("rm: %v", err)
+	}
+	if err := os.Remove(e.p("names/quay.io/me/app:1")); err != nil {
+		t.Fatalf("rm of the last name: %v", err)
+	}
+	e.wantTags("rm of the last name", base, nil...)
+	eventually(t, "images/<id> of a removed image", func() error { return gone(e.p("images/" + base)) })
+	if _, err := os.Stat(e.p("layers/" + e.base.LayerIDs[0])); err != nil {
+		t.Errorf("the layer base shared with tool: %v", err)
+	}
+
+	// rmdir images/<prefix> removes the image and its names; the shared
+	// layer goes with its last user.
+	if err := os.Remove(e.p("images/" + tool[:10])); err != nil {
+		t.Fatalf("rmdir images/<prefix>: %v", err)
+	}
+	e.wantTags("rmdir images/<prefix>", tool, nil...)
+	for _, p := range []string{"images/" + tool, "names/localhost/renamed:2", "names/quay.io/me/tool:2", "layers/" + e.tool.LayerIDs[0], "layers/" + e.tool.LayerIDs[1]} {
+		eventually(t, p+" after rmdir", func() error { return gone(e.p(p)) })
+	}
+
+	// rm digests/<digest> removes the image it belongs to.
+	if err := os.Remove(e.p("digests/" + e.lone.ManifestDigest.String())); err != nil {
+		t.Fatalf("rm digests/: %v", err)
+	}
+	e.wantTags("rm digests/", lone, nil...)
+	eventually(t, "names of the image removed by digest", func() error { return gone(e.p("names/localhost/app:1")) })
+
+	if got := e.repoTags(); len(got) != 1 || got[busy] == nil {
+		t.Errorf("podman lists %v, want busy alone", got)
+	}
+}
+
+// TestWritesRefused: each refusal's errno, its one log line, and podman's
+// listing unchanged.
+func TestWritesRefused(t *testing.T) {
+	e := newWenv(t, "vfs", storageview.Options{}, fs.Options{})
+	busy := e.busy.ID
+	in := func(p string) string { return e.p(p) }
+	symlink := func(target, p string) func() error { return func() error { return os.Symlink(target, in(p)) } }
+	remove := func(p string) func() error { return func() error { return os.Remove(in(p)) } }
+	rename := func(a, b string) func() error { return func() error { return os.Rename(in(a), in(b)) } }
+
+	// An image a container uses: EBUSY by every path, nothing untagged.
+	e.refused("rm the only name of an image in use", syscall.EBUSY, "/names/localhost/busy:1", remove("names/localhost/busy:1"))
+	e.refused("rmdir images/<id> in use", syscall.EBUSY, "/images/"+busy, remove("images/"+busy))
+	e.refused("rmdir images/<prefix> in use", syscall.EBUSY, "/images/"+busy[:8], remove("images/"+busy[:8]))
+	e.refused("rm digests/ of an image in use", syscall.EBUSY, "/digests/"+e.busy.ManifestDigest.String(), remove("digests/"+e.busy.ManifestDigest.String()))
+	e.wantTags("after the refusals", busy, "localhost/busy:1")
+
+	target := "../../images/" + e.base.ID
+	for what, c := range map[string]struct{ target, path string }{
+		"upper case":        {target, "names/localhost/Bad:1"},
+		"bad tag character": {target, "names/localhost/bad:a+b"},
+		"tag too long":      {target, "names/localhost/bad:" + strings.Repeat("t", 129)},
+		"no registry (podman would store localhost/app:2)": {"../images/" + e.base.ID, "names/app:2"},
+		"docker.io short form":                             {"../../images/" + e.base.ID, "names/docker.io/alpine:2"},
+		"digested name":                                    {target, "names/localhost/app@" + e.busy.ManifestDigest.String()},
+	} {
+		e.refused("ln -s, "+what, syscall.EINVAL, "/"+c.path, symlink(c.target, c.path))
+	}
+	long := "names/localhost/" + strings.Repeat("n", 250) + ":1"
+	e.refused("ln -s, name too long", syscall.EINVAL, "/"+long, symlink(target, long))
+	e.refused("ln -s to nothing", syscall.ENOENT, "/names/localhost/x:1", symlink("../../images/"+strings.Repeat("0", 64), "names/localhost/x:1"))
+	e.refused("ln -s to an unknown name", syscall.ENOENT, "/names/localhost/x:1", symlink("quay.io/no/such:1", "names/localhost/x:1"))
+	e.refused("ln -s outside the mount", syscall.ENOENT, "/names/localhost/x:1", symlink("/etc/passwd", "names/localhost/x:1"))
+
+	e.refused("mv onto another image's name", syscall.EEXIST, "/names/localhost/app:1", rename("names/localhost/app:1", "names/localhost/busy:1"))
+	e.refused("mv out of names/", syscall.EXDEV, "/names/localhost/app:1", rename("names/localhost/app:1", "images/x"))
+	e.refused("mv to a bad name", syscall.EINVAL, "/names/localhost/UP:1", rename("names/localhost/app:1", "names/localhost/UP:1"))
+	e.refused("mv a directory of names", syscall.EXDEV, "/names/localhost", rename("names/localhost", "names/example.com"))
+
+	e.refused("rmdir a directory holding names", syscall.ENOTEMPTY, "/names/localhost", remove("names/localhost"))
+	e.refused("mkdir of a non-registry", syscall.EINVAL, "/names/foo", func() error { return os.Mkdir(in("names/foo"), 0o755) })
+	e.refused("mkdir of an upper-case directory", syscall.EINVAL, "/names/localhost/UP", func() error { return os.Mkdir(in("names/localhost/UP"), 0o755) })
+
+	// The read-only places: layers/ and an image's own directory.
+	layer := "layers/" + e.base.LayerIDs[0]
+	img := "images/" + e.base.ID
+	e.refused("rmdir layers/<id>", syscall.EROFS, "/"+layer, remove(layer))
+	e.refused("rm images/<id>/manifest", syscall.EROFS, "/"+img+"/manifest", remove(img+"/manifest"))
+	e.refused("create in images/<id>", syscall.EROFS, "/"+img+"/new", func() error { return os.WriteFile(in(img+"/new"), nil, 0o644) })
+	e.refused("mkdir in images/<id>", syscall.EROFS, "/"+img+"/dir", func() error { return os.Mkdir(in(img+"/dir"), 0o755) })
+	e.refused("ln -s in images/<id>/layers", syscall.EROFS, "/"+img+"/layers/999", symlink("x", img+"/layers/999"))
+	e.refused("mkdir images/x", syscall.EROFS, "/images/x", func() error { return os.Mkdir(in("images/x"), 0o755) })
+	e.refused("write to a name's image file", syscall.EROFS, "/"+img+"/names", func() error {
+		f, err := os.OpenFile(in(img+"/names"), os.O_WRONLY, 0)
+		if err == nil {
+			f.Close()
+		}
+		return err
+	})
+}
+
+// TestWritesReadOnlyMount: a --read-only view refuses every change with
+// EROFS (and one log line), changing nothing.
+func TestWritesReadOnlyMount(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{ReadOnly: true}, fs.Options{})
+	in := func(p string) string { return e.p(p) }
+	e.refused("ln -s", syscall.EROFS, "/names/localhost/new:1", func() error {
+		return os.Symlink("../../images/"+e.base.ID, in("names/localhost/new:1"))
+	})
+	e.refused("rm name", syscall.EROFS, "/names/localhost/app:1", func() error { return os.Remove(in("names/localhost/app:1")) })
+	e.refused("rmdir images/<id>", syscall.EROFS, "/images/"+e.lone.ID, func() error { return os.Remove(in("images/" + e.lone.ID)) })
+	e.refused("rm digests/", syscall.EROFS, "/digests/"+e.lone.ManifestDigest.String(), func() error {
+		return os.Remove(in("digests/" + e.lone.ManifestDigest.String()))
+	})
+	e.refused("mv", syscall.EROFS, "/names/localhost/app:1", func() error {
+		return os.Rename(in("names/localhost/app:1"), in("names/localhost/app:2"))
+	})
+	e.refused("mkdir", syscall.EROFS, "/names/quay.io/new", func() error { return os.Mkdir(in("names/quay.io/new"), 0o755) })
+}
+
+// TestWritesAllowOther: under allow_other another user reads but cannot
+// change anything (EACCES) — refused by the kernel's permission check, and
+// by imagefs itself when the caller can pass that check (CAP_DAC_OVERRIDE)
+// without being root or the user who mounted.
+func TestWritesAllowOther(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequirePodman(t)
+	// A mount point everybody can reach (t.TempDir is private to root).
+	dir, err := os.MkdirTemp("/tmp", "ifsao")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	testenv.NoMountsLeft(t, dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := fixture.NewStore(t, "vfs")
+	base, _, _, _ := writesImages(s, t)
+	logs := &logBuf{}
+	v := openWritesView(t, s, storageview.Options{}, logs)
+	srv, err := fs.Mount(mnt, v, fs.Options{AllowOther: true, Log: log.New(logs, "", 0)})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(false); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	e := &wenv{t: t, s: s, v: v, mnt: mnt, logs: logs, base: base}
+
+	asNobody := func(caps []uintptr, name string, args ...string) error {
+		cmd := exec.Command(name, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
+		out, err := cmd.CombinedOutput()
+		if err != nil && strings.Contains(string(out), "Permission denied") {
+			return syscall.EACCES
+		}
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	// Reading works for everybody.
+	if err := asNobody(nil, "readlink", "-e", e.p("names/localhost/app:1")); err != nil {
+		t.Fatalf("another user reading: %v", err)
+	}
+	before := e.podmanImages()
+	for _, args := range [][]string{
+		{"ln", "-s", "../../images/" + base.ID, e.p("names/localhost/other:1")},
+		{"rm", e.p("names/localhost/app:1")},
+		{"rmdir", e.p("images/" + base.ID)},
+		{"mv", e.p("names/localhost/app:1"), e.p("names/localhost/app:2")},
+	} {
+		if err := asNobody(nil, args[0], args[1:]...); !errors.Is(err, syscall.EACCES) {
+			t.Errorf("%v as another user: %v, want EACCES", args, err)
+		}
+	}
+	// Past the kernel's check, imagefs refuses by itself.
+	dacOverride := []uintptr{1} // CAP_DAC_OVERRIDE
+	e.refused("ln -s by another user with CAP_DAC_OVERRIDE", syscall.EACCES, "/names/localhost/other:1", func() error {
+		return asNobody(dacOverride, "ln", "-s", "../../images/"+base.ID, e.p("names/localhost/other:1"))
+	})
+	e.refused("rm by another user with CAP_DAC_OVERRIDE", syscall.EACCES, "/names/localhost/app:1", func() error {
+		return asNobody(dacOverride, "rm", e.p("names/localhost/app:1"))
+	})
+	if after := e.podmanImages(); after != before {
+		t.Errorf("another user changed the store")
+	}
+}
