@@ -74,62 +74,28 @@ func (d *namesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	leaf := name
 	if _, ok := nd.Leaves[leaf]; !ok {
 		leaf = name + latestTag
-		if strings.ContainsAny(name, ":@") {
-			return nil, syscall.ENOENT
-		}
-		if _, ok := nd.Leaves[leaf]; !ok {
-			return nil, syscall.ENOENT
+		if _, ok := nd.Leaves[leaf]; !ok || strings.ContainsAny(name, ":@") {
+			return d.lookupPending(ctx, ix, name, out) // a directory mkdir made, or ENOENT
 		}
 	}
 	return lookupChild(ctx, d.EmbeddedInode(), name, ix, d.link(leaf), out)
 }
 
 // link is the symlink of the name leaf in this directory: relative, with
-// one "../" per level up to the mount's root.
-func (d *namesDir) link(leaf string) *symlink {
-	t := d.t
-	full := leaf
-	if len(d.path) > 0 {
-		full = d.pathString() + "/" + leaf
-	}
-	up := strings.Repeat("../", len(d.path)+1)
-	return &symlink{
-		node: node{t: t},
-		ino:  hashIno(kindName, full),
-		path: "/names/" + full,
-		resolve: func(ix *storageview.Index) (string, time.Time, bool) {
-			img := ix.ImageByName(full)
-			if img == nil {
-				return "", time.Time{}, false
-			}
-			return up + "images/" + img.ID, t.timeOr(ix, img.Created), true
-		},
-		entryTimeout: t.entryTimeout,
-		attrTimeout:  t.attrTimeout,
-	}
+// one "../" per level up to the mount's root. It is the same kind of node
+// the write side creates, so a later mv moves it rather than orphaning it.
+func (d *namesDir) link(leaf string) *nameLink {
+	full := joinName(d.path, leaf)
+	return newNameLink(d.t, len(d.path), hashIno(kindName, full), full, "")
 }
 
-// Readdir lists the subdirectories and names of this level, sorted (a
-// directory hides a name spelled the same, which the name grammar rules
-// out anyway).
+// Readdir lists the subdirectories and names of this level, and the
+// directories mkdir made, sorted (a directory hides a name spelled the
+// same, which the name grammar rules out anyway).
 func (d *namesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	nd := d.t.nameDir(d.t.index(), d.path)
 	if nd == nil {
 		return nil, syscall.ENOENT
 	}
-	prefix := d.pathString()
-	if prefix != "" {
-		prefix += "/"
-	}
-	ents := make([]fuse.DirEntry, 0, len(nd.Dirs)+len(nd.Leaves))
-	for name := range nd.Dirs {
-		ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: hashIno(kindNameDir, prefix+name)})
-	}
-	for name := range nd.Leaves {
-		if nd.Dirs[name] == nil {
-			ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFLNK, Ino: hashIno(kindName, prefix+name)})
-		}
-	}
-	sortEntries(ents)
-	return listing(d.EmbeddedInode(), ents), 0
+	return listing(d.EmbeddedInode(), d.entries(nd)), 0
 }

@@ -29,9 +29,13 @@ type View struct {
 	// Index refresh: see refresh.go.
 	cur       atomic.Pointer[Index]
 	lastCheck atomic.Int64 // monotonic nanoseconds of the last change check
-	dirty     atomic.Bool  // Invalidate was called
-	refreshMu sync.Mutex   // one check or rebuild at a time
-	gen       uint64       // generation of the last rebuild; under refreshMu
+	// Invalidate bumps invalidated; a rebuild records in built the value it
+	// started from. The fast path serves the current index only while they
+	// match, so no caller gets an index older than its own Invalidate.
+	invalidated atomic.Uint64
+	built       atomic.Uint64
+	refreshMu   sync.Mutex // one check or rebuild at a time
+	gen         uint64     // generation of the last rebuild; under refreshMu
 
 	cache cache // derived data: see cache.go
 

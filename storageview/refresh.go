@@ -25,28 +25,37 @@ func nanotime() int64 { return int64(time.Since(monoStart)) }
 // one rebuild rather than doing their own. After Invalidate the next call
 // rebuilds without waiting for the interval.
 func (v *View) Index() *Index {
-	if !v.dirty.Load() && nanotime()-v.lastCheck.Load() < int64(checkInterval) {
+	if v.fresh() {
 		return v.cur.Load()
 	}
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
-	if v.closed.Load() || !v.dirty.Load() && nanotime()-v.lastCheck.Load() < int64(checkInterval) {
+	if v.closed.Load() || v.fresh() {
 		return v.cur.Load() // closed, or refreshed while we waited
 	}
-	changed := v.watch.changed()
-	if v.dirty.Swap(false) {
-		changed = true
-	}
+	// Read the invalidation count before the store: a change invalidated
+	// after this point makes the next caller check again.
+	seq := v.invalidated.Load()
+	changed := v.watch.changed() || seq != v.built.Load()
 	if changed {
 		v.rebuild()
 	}
+	v.built.Store(seq)
 	v.lastCheck.Store(nanotime())
 	return v.cur.Load()
 }
 
+// fresh reports whether the current index may be served without looking
+// at the store: no Invalidate since it was built, and checked recently.
+func (v *View) fresh() bool {
+	return v.invalidated.Load() == v.built.Load() && nanotime()-v.lastCheck.Load() < int64(checkInterval)
+}
+
 // Invalidate makes the next Index call rebuild from the store (used after
-// imagefs's own changes, which must be visible at once).
-func (v *View) Invalidate() { v.dirty.Store(true) }
+// imagefs's own changes, which must be visible at once). An Index call
+// that starts after Invalidate returns never serves an older index, even
+// while another caller's rebuild is under way.
+func (v *View) Invalidate() { v.invalidated.Add(1) }
 
 // rebuild replaces the current index; the caller holds refreshMu. A new
 // generation is published only when the records differ from the current

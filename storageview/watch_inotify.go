@@ -113,26 +113,9 @@ func (v *View) stopFollowing() {
 }
 
 // refreshNow rebuilds the index from the store at once and returns it.
-// After a change of ours the next Index must show it; Invalidate alone
-// does not promise that while another caller's rebuild, begun before the
-// change, is still running (that caller takes the dirty flag, and Index's
-// fast path serves the old index until it is done). Rebuilding under
-// refreshMu orders this build after every earlier one. The dirty flag
-// stays set during and after the build: callers meanwhile take Index's
-// slow path and wait for this build instead of serving the old index, and
-// an Invalidate that came during the build is not lost (the next Index
-// rebuilds once more, cheaply: unchanged records keep their generation).
 func (v *View) refreshNow() *Index {
-	v.refreshMu.Lock()
-	defer v.refreshMu.Unlock()
-	if v.closed.Load() {
-		return v.cur.Load()
-	}
 	v.Invalidate()
-	v.watch.changed() // the tokens as this build sees them
-	v.rebuild()
-	v.lastCheck.Store(nanotime())
-	return v.cur.Load()
+	return v.Index()
 }
 
 // wakeFollower tells v's follower, if it has one, that we changed the

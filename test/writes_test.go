@@ -281,6 +281,11 @@ func TestWrites(t *testing.T) {
 	if ents, err := os.ReadDir(e.p("names/quay.io/me")); err != nil || len(ents) != 1 || ents[0].Name() != "team" {
 		t.Errorf("ls names/quay.io/me: %v %v", ents, err)
 	}
+	// A made directory is listed by its parent, also when the parent holds
+	// names of the store (quay.io/org/tool:2).
+	if ents, err := os.ReadDir(e.p("names/quay.io")); err != nil || !slices.ContainsFunc(ents, func(d os.DirEntry) bool { return d.Name() == "me" && d.IsDir() }) {
+		t.Errorf("ls names/quay.io does not show the made me/: %v %v", ents, err)
+	}
 	if err := os.Remove(e.p("names/quay.io/me/team")); err != nil {
 		t.Errorf("rmdir of an empty made directory: %v", err)
 	}
@@ -397,6 +402,18 @@ func TestWrites(t *testing.T) {
 	if got := e.repoTags(); len(got) != 1 || got[busy] == nil {
 		t.Errorf("podman lists %v, want busy alone", got)
 	}
+
+	// A digested name (as a pull by digest leaves) goes like a tag.
+	digested := "localhost/busy@" + e.busy.ManifestDigest.String()
+	e.s.PodmanOutput(t, "tag", busy, "localhost/busy:2")
+	if err := e.s.Store.AddNames(busy, []string{digested}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the digested name", func() error { return readlinkTo(e.p("names/"+digested), busy) })
+	if err := os.Remove(e.p("names/" + digested)); err != nil {
+		t.Fatalf("rm of a digested name: %v", err)
+	}
+	e.wantTags("rm of a digested name", busy, "localhost/busy:1", "localhost/busy:2")
 }
 
 // TestWritesRefused: each refusal's errno, its one log line, and podman's
