@@ -2,7 +2,7 @@ package nodes
 
 // Changes in names/: ln -s tags, rm untags (or removes the image whose
 // last name it was), mv retags, mkdir makes the directories a new name
-// needs. See docs/WRITES.md.
+// needs. See docs/LAYOUT.md, "Writes".
 
 import (
 	"context"
