@@ -57,12 +57,6 @@ func openView(t testing.TB, s *fixture.Store) *View {
 	return v
 }
 
-// waitIndex waits past the change-check interval and returns the index.
-func waitIndex(v *View) *Index {
-	time.Sleep(checkInterval + 10*time.Millisecond)
-	return v.Index()
-}
-
 // tarOf makes an uncompressed tar of files (path → content; a path ending
 // in "/" is a directory).
 func tarOf(t testing.TB, files map[string]string) []byte {
