@@ -51,6 +51,10 @@ func (v *View) fresh() bool {
 	return v.invalidated.Load() == v.built.Load() && nanotime()-v.lastCheck.Load() < int64(checkInterval)
 }
 
+// expireCheck makes the next Index call read the store's last-writer
+// tokens now instead of after the interval; it rebuilds only if they moved.
+func (v *View) expireCheck() { v.lastCheck.Store(nanotime() - int64(checkInterval)) }
+
 // Invalidate makes the next Index call rebuild from the store (used after
 // imagefs's own changes, which must be visible at once). An Index call
 // that starts after Invalidate returns never serves an older index, even

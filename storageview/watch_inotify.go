@@ -169,9 +169,11 @@ func (f *follower) startInotify() {
 				return // closed by stopFollowing
 			}
 			// At once, not after the debounce: the next Index (a FUSE
-			// request right after podman exits) must re-read the store
-			// rather than serve the index of before the change.
-			f.v.Invalidate()
+			// request right after podman exits) must look at the store
+			// rather than serve the index of before the change. Only a
+			// hint: the lock files' last-writer tokens decide whether
+			// anything changed (our own reads touch the lock files too).
+			f.v.expireCheck()
 			f.poke()
 		}
 	}()
@@ -183,7 +185,10 @@ func (f *follower) addWatches() {
 	if f.ino == nil {
 		return
 	}
-	const mask = unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE
+	// Not IN_CLOSE_WRITE: containers/storage opens its lock files
+	// read-write for every read lock, ours included, and closing them
+	// would wake us endlessly. A writer's token update is an IN_MODIFY.
+	const mask = unix.IN_MODIFY | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE
 	for _, d := range f.watchDirs() {
 		if f.watched[d] {
 			continue
@@ -201,7 +206,7 @@ func (f *follower) run(last *Index) {
 	tick := time.NewTicker(followTick)
 	defer tick.Stop()
 	for {
-		forced := false
+		own := false
 		select {
 		case <-f.stop:
 			return
@@ -216,14 +221,14 @@ func (f *follower) run(last *Index) {
 			case <-f.wake:
 			default:
 			}
-			forced = true
+			f.v.expireCheck()
 		case <-f.own:
-			forced = true
+			own = true
 		case <-tick.C:
 			f.addWatches()
 		}
 		var ix *Index
-		if forced {
+		if own {
 			ix = f.v.refreshNow()
 		} else {
 			ix = f.v.Index()
