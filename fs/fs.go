@@ -173,6 +173,12 @@ func fuseOptions(o Options, logger *log.Logger) *fusefs.Options {
 			Logger:       logger,
 			// Symlinks in images never change while the image exists.
 			EnableSymlinkCaching: true,
+			// Negotiate FUSE_POSIX_ACL: the kernel then keeps each inode's
+			// system.posix_acl_access/default (or their absence) in its ACL
+			// cache instead of asking us on every getxattr (ls -l asks for
+			// every entry), and checks permissions against stored ACLs as
+			// overlayfs does. No node accepts ACL changes (EROFS).
+			EnableAcl: true,
 		},
 		// Report mode 0 as 0 (e.g. /etc/shadow in many images): without
 		// this go-fuse turns a zero mode into 0644.

@@ -127,7 +127,10 @@ func (f *blobFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 }
 
 // blobHandle is an open blobFile: the bytes as they were at open.
-type blobHandle struct{ data []byte }
+type blobHandle struct {
+	noFlush
+	data []byte
+}
 
 // Read copies from the bytes of the open; past the end is EOF.
 func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -34,6 +34,7 @@ func (f *rootfsFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle,
 
 // rootfsHandle is an open layer file.
 type rootfsHandle struct {
+	noFlush
 	fd int
 	r  *Rootfs
 }

@@ -119,6 +119,12 @@ func TestHarnessQuick(t *testing.T) {
 			t.Errorf("no %s row", id)
 		}
 	}
+	// The views must agree, or their timings compare nothing.
+	for _, id := range []string{"tree-check", "huge-tree-check"} {
+		if res := byID[id]; res != nil && res.met() != "same" {
+			t.Errorf("%s: %s: %v", id, res.met(), res.notes)
+		}
+	}
 	if res := byID["idle-rss"]; res != nil && res.rssMB <= 0 {
 		t.Errorf("idle-rss: no RSS figure")
 	}

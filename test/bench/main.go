@@ -211,6 +211,11 @@ func run(ctx context.Context, cfg *config, out io.Writer) ([]*result, error) {
 	if err := os.MkdirAll(cfg.cacheDir, 0o755); err != nil {
 		return nil, err
 	}
+	unlock, err := lockCache(ctx, cfg.cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if err := removeTree(cfg.workDir); err != nil { // a killed run's leftovers
 		return nil, err
 	}
@@ -256,7 +261,7 @@ func run(ctx context.Context, cfg *config, out io.Writer) ([]*result, error) {
 		return nil, err
 	}
 	mounted = realViews
-	tree, notes, err := compareTrees(realViews)
+	tree, notes, same, err := compareTrees(realViews)
 	if err != nil {
 		return nil, err
 	}
@@ -264,8 +269,7 @@ func run(ctx context.Context, cfg *config, out io.Writer) ([]*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	check := r.newResult("tree-check", fmt.Sprintf("tree check, %d entries (walk in Go)", len(tree)), budgetNone)
-	check.notes = notes
+	r.treeCheck("tree-check", len(tree), notes, same)
 	for _, w := range rootfsWorkloads(fl, self, sizeMB(tree, fl.largest)) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -293,12 +297,11 @@ func run(ctx context.Context, cfg *config, out io.Writer) ([]*result, error) {
 	}
 	mounted = hugeViews
 	if cfg.want("huge-tree-check") {
-		tree, notes, err := compareTrees(hugeViews)
+		tree, notes, same, err := compareTrees(hugeViews)
 		if err != nil {
 			return nil, err
 		}
-		check := r.newResult("huge-tree-check", fmt.Sprintf("tree check, %d entries (walk in Go)", len(tree)), budgetNone)
-		check.notes = notes
+		r.treeCheck("huge-tree-check", len(tree), notes, same)
 	}
 	for _, w := range hugeWorkloads(cfg.hugeEntries) {
 		if ctx.Err() != nil {
@@ -355,12 +358,47 @@ func run(ctx context.Context, cfg *config, out io.Writer) ([]*result, error) {
 	return r.results, nil
 }
 
+// lockCache takes the cache directory for this run: two runs on one
+// cache would rebuild each other's stores and unmount each other's views
+// (and their timings would disturb each other anyway). A second run waits.
+func lockCache(ctx context.Context, dir string) (func(), error) {
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		other, _ := os.ReadFile(path)
+		logf("another imagefs-bench run (pid %s) is using %s; waiting for it to finish (or use --cache)", strings.TrimSpace(string(other)), dir)
+		locked := make(chan error, 1)
+		go func() { locked <- syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }()
+		select {
+		case err := <-locked:
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("locking %s: %w", path, err)
+			}
+		case <-ctx.Done():
+			f.Close() // the blocked flock ends with the process
+			return nil, ctx.Err()
+		}
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(fmt.Sprintf("%d\n", os.Getpid())), 0)
+	}
+	return func() { f.Close() }, nil
+}
+
 // dropEmpty removes the rows --only filtered out of the single-view
 // benchmarks (they are created before the filter is known).
 func dropEmpty(rs []*result) []*result {
 	var out []*result
 	for _, r := range rs {
-		if len(r.wall) > 0 || len(r.errs) > 0 || len(r.notes) > 0 || r.rssMB > 0 || strings.HasSuffix(r.id, "tree-check") {
+		if len(r.wall) > 0 || len(r.errs) > 0 || len(r.notes) > 0 || r.rssMB > 0 || r.verdict != "" {
 			out = append(out, r)
 		}
 	}

@@ -70,9 +70,20 @@ type result struct {
 	peakMB    map[string]float64       // highest peak RSS of the serving process
 	rssMB     float64                  // the figure a maxRSSMB budget is about
 	runs      int                      // samples per column
+	verdict   string                   // the met? column of rows without a budget ("same tree")
 	out       string                   // the imagefs output of single-view rows
 	notes     []string
 	errs      []string
+}
+
+// treeCheck records the verdict of compareTrees as a row.
+func (r *runner) treeCheck(id string, entries int, notes []string, same bool) {
+	res := r.newResult(id, fmt.Sprintf("tree check: %d entries, same on every view?", entries), budgetNone)
+	res.notes = notes
+	res.verdict = "same"
+	if !same {
+		res.verdict = "DIFFERS"
+	}
 }
 
 func (r *runner) newResult(id, title string, b budget) *result {
@@ -135,6 +146,9 @@ func (res *result) ratio(col string) (float64, bool) {
 // budget) or "?" (a figure is missing).
 func (res *result) met() string {
 	b := res.budget
+	if res.verdict != "" {
+		return res.verdict
+	}
 	if b == (budget{}) {
 		return "-"
 	}
@@ -185,7 +199,7 @@ var csvHeader = []string{
 	"workload", "id", "kernel_s", "fuse_overlayfs_s", "imagefs_s",
 	"imagefs_per_kernel", "imagefs_per_fuse_overlayfs", "podman_s",
 	"budget", "met", "imagefs_cpu_s", "fuse_overlayfs_cpu_s",
-	"imagefs_peak_rss_mb", "rss_mb", "runs", "notes",
+	"imagefs_peak_rss_mb", "fuse_overlayfs_peak_rss_mb", "rss_mb", "runs", "notes",
 }
 
 func (res *result) fields() []string {
@@ -210,9 +224,11 @@ func (res *result) fields() []string {
 		}
 		return ""
 	}
-	peak := ""
-	if p, ok := res.peakMB[imagefsName]; ok {
-		peak = fmt.Sprintf("%.1f", p)
+	peak := func(col string) string {
+		if p, ok := res.peakMB[col]; ok {
+			return fmt.Sprintf("%.1f", p)
+		}
+		return ""
 	}
 	rss := ""
 	if res.rssMB > 0 {
@@ -223,7 +239,7 @@ func (res *result) fields() []string {
 		res.title, res.id, secs(kernelName), secs(fuseOvlName), secs(imagefsName),
 		ratio(kernelName), ratio(fuseOvlName), secs(podmanName),
 		res.budget.String(), res.met(), cpu(imagefsName), cpu(fuseOvlName),
-		peak, rss, fmt.Sprint(res.runs), strings.Join(notes, "; "),
+		peak(imagefsName), peak(fuseOvlName), rss, fmt.Sprint(res.runs), strings.Join(notes, "; "),
 	}
 }
 
@@ -269,17 +285,27 @@ func fmtDur(d time.Duration) string {
 // tableRow is the printed form of a result: the table's columns.
 func (res *result) tableRow() []string {
 	f := res.fields()
-	show := func(s string) string {
-		if s == "" {
-			return "-"
+	get := func(name string) string {
+		for i, h := range csvHeader {
+			if h == name {
+				return f[i]
+			}
 		}
-		return s
+		panic("no CSV column " + name)
 	}
-	peak := f[12]
-	if f[13] != "" {
-		peak = f[13]
+	show := func(name string) string {
+		if s := get(name); s != "" {
+			return s
+		}
+		return "-"
 	}
-	return []string{f[0], show(f[2]), show(f[3]), show(f[4]), show(f[5]), show(f[6]), show(f[7]), f[8], f[9], show(f[10]), show(peak)}
+	rss := "imagefs_peak_rss_mb"
+	if get("rss_mb") != "" {
+		rss = "rss_mb"
+	}
+	return []string{get("workload"), show("kernel_s"), show("fuse_overlayfs_s"), show("imagefs_s"),
+		show("imagefs_per_kernel"), show("imagefs_per_fuse_overlayfs"), show("podman_s"),
+		get("budget"), get("met"), show("imagefs_cpu_s"), show(rss)}
 }
 
 var tableHeader = []string{"workload", "kernel s", "fuse-ovl s", "imagefs s", "imagefs/kernel", "imagefs/fuse-ovl", "podman s", "budget", "met?", "imagefs CPU s", "imagefs RSS MB"}
@@ -333,8 +359,8 @@ func markdownTable(results []*result) string {
 		for i := range row {
 			row[i] = esc(row[i])
 		}
-		if row[8] == "NO" {
-			row[8] = "**NO**"
+		if row[8] == "NO" || row[8] == "DIFFERS" {
+			row[8] = "**" + row[8] + "**"
 		}
 		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
 	}
