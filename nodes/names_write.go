@@ -367,12 +367,11 @@ func (t *tree) dropTemp(full string) bool {
 	return ok
 }
 
-// nameLink is a names/ link made (or moved) by a write: a name the store
-// holds, or a temporary link of ln -sf leading to an image by ID. Unlike
-// the read-side links it follows a rename (moveTo).
+// nameLink is a names/ link: a name the store
+// holds, or a temporary link of ln -sf leading to an image by ID. It is
+// a symlink whose target follows a rename (moveTo).
 type nameLink struct {
-	node
-	ino uint64
+	symlink
 
 	mu     sync.Mutex
 	name   string // the stored name shown; "" for a temporary link
@@ -382,7 +381,9 @@ type nameLink struct {
 }
 
 func newNameLink(t *tree, depth int, ino uint64, name, imgID string) *nameLink {
-	return &nameLink{node: node{t: t}, ino: ino, name: name, imgID: imgID, depth: depth, isTemp: name == ""}
+	l := &nameLink{name: name, imgID: imgID, depth: depth, isTemp: name == ""}
+	l.symlink = symlink{node: node{t: t}, ino: ino, path: "/names/" + name, resolve: l.target}
+	return l
 }
 
 func (l *nameLink) moveTo(name string, depth int) {
@@ -398,10 +399,6 @@ func (l *nameLink) shows(name string) bool {
 	return !l.isTemp && l.name == name
 }
 
-func (l *nameLink) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFLNK, Ino: l.ino}
-}
-
 // timeouts: a temporary link is only found through the entry the kernel
 // got from Symlink, which must stay until ln renames it.
 func (l *nameLink) timeouts() (time.Duration, time.Duration) {
@@ -413,8 +410,8 @@ func (l *nameLink) timeouts() (time.Duration, time.Duration) {
 	return l.t.entryTimeout, l.t.attrTimeout
 }
 
-// resolve is the link's target in ix: ../…/images/<id>.
-func (l *nameLink) resolve(ix *storageview.Index) (string, time.Time, bool) {
+// target is the link's target in ix: ../…/images/<id>.
+func (l *nameLink) target(ix *storageview.Index) (string, time.Time, bool) {
 	l.mu.Lock()
 	name, id, depth := l.name, l.imgID, l.depth
 	l.mu.Unlock()
@@ -428,24 +425,6 @@ func (l *nameLink) resolve(ix *storageview.Index) (string, time.Time, bool) {
 		return "", time.Time{}, false
 	}
 	return strings.Repeat("../", depth+1) + "images/" + img.ID, l.t.timeOr(ix, img.Created), true
-}
-
-func (l *nameLink) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
-	target, mtime, ok := l.resolve(ix)
-	if !ok {
-		return syscall.ENOENT
-	}
-	setAttr(a, l.ino, linkMode, 1, uint64(len(target)), mtime)
-	return 0
-}
-
-// Readlink returns the target in the current index.
-func (l *nameLink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	target, _, ok := l.resolve(l.t.index())
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	return []byte(target), 0
 }
 
 // resolveTarget finds the image a symlink target made in names/<dir…>

@@ -1,7 +1,6 @@
 package nodes
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/imagefs/imagefs/internal/union"
@@ -11,9 +10,10 @@ import (
 // read-only through the store (storageview.View). rootfs/ falls back to
 // such a mount when the union cannot read an image's layers directly
 // (another graph driver, composefs-backed layers, a missing diff dir).
+// The mount stays for the life of the imagefs mount; the store undoes it
+// when it is closed (storageview.View.Close).
 type ImageMounter interface {
 	MountImage(imageID string) (dir string, err error)
-	UnmountImage(imageID string) error
 }
 
 // fallbackTree serves a read-only store mount of the image, saying why in
@@ -40,22 +40,4 @@ func (r *Rootfs) fallbackTree(imageID string, cause error) (*rootfsTree, error) 
 		return nil, err
 	}
 	return &rootfsTree{r: r, stack: st, all: st.Layers(), key: "i" + imageID, noLayerXattrs: true}, nil
-}
-
-// Close unmounts the images mounted as fallbacks; call it when the
-// imagefs mount ends.
-func (r *Rootfs) Close() error {
-	m, ok := r.store.(ImageMounter)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var errs []error
-	for id := range r.mounts {
-		if ok {
-			if err := m.UnmountImage(id); err != nil {
-				errs = append(errs, fmt.Errorf("unmounting image %s: %w", rootfsShort(id), err))
-			}
-		}
-		delete(r.mounts, id)
-	}
-	return errors.Join(errs...)
 }
