@@ -103,8 +103,7 @@ func Mount(mountpoint string, store nodes.Store, o Options) (*Server, error) {
 	root := nodes.NewRoot(store, nopts)
 
 	fopts := fuseOptions(o, logger)
-	rawFS := fusefs.NewNodeFS(root, fopts)
-	srv, err := fuse.NewServer(rawFS, abs, &fopts.MountOptions)
+	srv, err := fuse.NewServer(nodes.NewRawFS(root, fopts), abs, &fopts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mounting FUSE at %s: %s", abs, oneLine(err))
 	}
@@ -126,13 +125,6 @@ func Mount(mountpoint string, store nodes.Store, o Options) (*Server, error) {
 		_ = srv.Unmount()
 		<-serveDone
 		return nil, fmt.Errorf("mounting FUSE at %s: %s", abs, oneLine(err))
-	}
-	if o.Debug {
-		if nodes.PassthroughInUse(srv) {
-			logger.Printf("imagefs: rootfs file content is served by FUSE passthrough (the kernel reads the layer files directly)")
-		} else {
-			logger.Printf("imagefs: FUSE passthrough unavailable; rootfs file content is read through imagefs")
-		}
 	}
 	go func() {
 		<-serveDone
@@ -179,6 +171,8 @@ func fuseOptions(o Options, logger *log.Logger) *fusefs.Options {
 			// every entry), and checks permissions against stored ACLs as
 			// overlayfs does. No node accepts ACL changes (EROFS).
 			EnableAcl: true,
+			// No file handles, so no passthrough (nodes/handleless.go).
+			DisabledCapabilities: nodes.MountCapabilities,
 		},
 		// Report mode 0 as 0 (e.g. /etc/shadow in many images): without
 		// this go-fuse turns a zero mode into 0644.

@@ -26,8 +26,7 @@ var (
 	_ = (fusefs.NodeLookuper)((*layerDir)(nil))
 	_ = (fusefs.NodeReaddirer)((*layerDir)(nil))
 
-	_ = (fusefs.NodeOpener)((*blobFile)(nil))
-	_ = (fusefs.FileReader)((*blobHandle)(nil))
+	_ = (fusefs.NodeReader)((*blobFile)(nil))
 	_ = (fusefs.NodeReadlinker)((*symlink)(nil))
 
 	// Every node: attributes from the current index, changes refused.
@@ -36,6 +35,7 @@ var (
 	_ = (fusefs.NodeSetattrer)((*node)(nil))
 	_ = (fusefs.NodeSetxattrer)((*node)(nil))
 	_ = (fusefs.NodeRemovexattrer)((*node)(nil))
+	_ = (fusefs.NodeWritever)((*node)(nil))
 
 	// Every directory refuses new and removed entries.
 	_ = (fusefs.NodeCreater)((*dirNode)(nil))

@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"context"
+	"hash/fnv"
 	"sync"
 	"syscall"
 	"time"
@@ -25,7 +26,9 @@ type blobFile struct {
 	have    bool   // cached holds the bytes of version
 	version string // see blobSource.state
 	cached  []byte
-	changed bool // an immutable file's version changed under this node
+
+	sum       uint64    // hash of the bytes last reported
+	changedAt time.Time // when they last differed from the ones before
 }
 
 // blobSource says where a blobFile's bytes come from.
@@ -35,10 +38,9 @@ type blobSource struct {
 	state func(ix *storageview.Index) (blobState, bool)
 	// read returns the bytes.
 	read func() ([]byte, error)
-	// immutable: the bytes depend only on the version. They are read once
-	// per version and the kernel keeps them (FOPEN_KEEP_CACHE). Otherwise
-	// the bytes are read again for every Getattr and Open and served with
-	// FOPEN_DIRECT_IO, so a reader never sees stale page-cache bytes.
+	// immutable: the bytes depend only on the version and are read once
+	// per version. Otherwise they are read again for every Getattr and
+	// Read.
 	immutable bool
 	// versioned: the version of an immutable file can change while it
 	// exists (an image's manifest when the image is pulled again with
@@ -72,8 +74,30 @@ func (f *blobFile) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr
 	if errno != 0 {
 		return errno
 	}
-	setAttr(a, f.ino, fileMode, 1, uint64(len(data)), st.mtime)
+	setAttr(a, f.ino, fileMode, 1, uint64(len(data)), f.mtime(data, st.mtime))
 	return 0
+}
+
+// mtime is the mtime to report for data: the record's, or the time the
+// bytes were last seen to change when that is later. The kernel keeps a
+// file's pages across opens and drops them when it learns of a new size
+// or mtime, so new bytes of the same length must come with a new mtime.
+func (f *blobFile) mtime(data []byte, recorded time.Time) time.Time {
+	h := fnv.New64a()
+	h.Write(data)
+	sum := h.Sum64()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sum != f.sum {
+		if f.sum != 0 {
+			f.changedAt = time.Now()
+		}
+		f.sum = sum
+	}
+	if f.changedAt.After(recorded) {
+		return f.changedAt
+	}
+	return recorded
 }
 
 // content returns the bytes the file has in ix, from the cache when the
@@ -99,47 +123,26 @@ func (f *blobFile) content(ctx context.Context, ix *storageview.Index) ([]byte, 
 	if err != nil {
 		return nil, st, f.t.toErrno(ctx, "read", f.path, err)
 	}
-	if f.have {
-		f.changed = true
-	}
 	f.have, f.version, f.cached = true, st.version, data
 	return data, st, 0
 }
 
-// Open snapshots the bytes into the handle, so one open file reads one
-// consistent version. Opening for writing is refused (EROFS).
-func (f *blobFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	if writeFlags(flags) {
-		return nil, 0, f.refuse("open for writing", "")
-	}
+var _ = (fusefs.NodeReader)((*blobFile)(nil))
+
+// Read serves the current bytes. There is no open snapshot (handleless.go):
+// the kernel keeps the pages until the watcher invalidates them (notify.go)
+// or the size or mtime it is told changes.
+func (f *blobFile) Read(ctx context.Context, _ fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	data, _, errno := f.content(ctx, f.t.index())
 	if errno != 0 {
-		return nil, 0, errno
+		return nil, errno
 	}
-	f.mu.Lock()
-	keep := f.src.immutable && !f.changed
-	f.mu.Unlock()
-	if keep {
-		return &blobHandle{data: data}, fuse.FOPEN_KEEP_CACHE, 0
-	}
-	// Direct I/O: reads come to us whatever size the kernel cached.
-	return &blobHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
-}
-
-// blobHandle is an open blobFile: the bytes as they were at open.
-type blobHandle struct {
-	noFlush
-	data []byte
-}
-
-// Read copies from the bytes of the open; past the end is EOF.
-func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
-	if off >= int64(len(h.data)) {
+	if off >= int64(len(data)) {
 		return fuse.ReadResultData(nil), 0
 	}
-	end := min(off+int64(len(dest)), int64(len(h.data)))
-	return fuse.ReadResultData(h.data[off:end]), 0
+	end := min(off+int64(len(dest)), int64(len(data)))
+	return fuse.ReadResultData(data[off:end]), 0
 }

@@ -32,6 +32,35 @@ type fakeStore struct {
 	fail      map[string]error // "history:<id>" → error returned
 
 	reads map[string]int // "manifest:<id>" → number of calls
+
+	changes chan [2]*storageview.Index // to the subscribers, once there are any
+	subs    []func(old, new *storageview.Index)
+}
+
+// subscribable is a fakeStore that tells subscribers of its changes as
+// storageview.View does: after the change, one at a time, from a
+// goroutine of its own.
+type subscribable struct{ *fakeStore }
+
+func (s subscribable) Subscribe(fn func(old, new *storageview.Index)) (cancel func()) {
+	f := s.fakeStore
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.subs = append(f.subs, fn)
+	if f.changes == nil {
+		f.changes = make(chan [2]*storageview.Index, 1000)
+		go func() {
+			for c := range f.changes {
+				f.mu.Lock()
+				subs := f.subs
+				f.mu.Unlock()
+				for _, fn := range subs {
+					fn(c[0], c[1])
+				}
+			}
+		}()
+	}
+	return func() {}
 }
 
 func newFakeStore() *fakeStore {
@@ -64,7 +93,11 @@ func (f *fakeStore) rebuild() {
 		c := *l
 		ls[i] = &c
 	}
+	old := f.ix
 	f.ix = storageview.NewIndex(f.gen, imgs, ls)
+	if f.changes != nil {
+		f.changes <- [2]*storageview.Index{old, f.ix}
+	}
 }
 
 // addLayer adds a layer on top of parent ("" for a base layer).

@@ -181,15 +181,6 @@ func (f *layerChangesFile) Getattr(ctx context.Context, fh fusefs.FileHandle, ou
 	return 0
 }
 
-var _ = (fusefs.NodeOpener)((*layerChangesFile)(nil))
-
-func (f *layerChangesFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
-		return nil, 0, syscall.EROFS
-	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
-}
-
 var _ = (fusefs.NodeReader)((*layerChangesFile)(nil))
 
 func (f *layerChangesFile) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -202,6 +193,13 @@ func (f *layerChangesFile) Read(ctx context.Context, fh fusefs.FileHandle, dest 
 	}
 	end := min(off+int64(len(dest)), int64(len(b)))
 	return fuse.ReadResultData(b[off:end]), 0
+}
+
+var _ = (fusefs.NodeWritever)((*layerChangesFile)(nil))
+
+func (f *layerChangesFile) Writev(ctx context.Context, fh fusefs.FileHandle, data [][]byte, off int64) (uint32, syscall.Errno) {
+	f.r.log.Printf("write /%s: refused, read-only (EROFS)", f.Path(nil))
+	return 0, syscall.EROFS
 }
 
 var _ = (fusefs.NodeSetattrer)((*layerChangesFile)(nil))

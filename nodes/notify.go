@@ -12,7 +12,11 @@ package nodes
 //   - NotifyEntry for names/ directories that appeared or vanished;
 //   - NotifyContent for the files whose content follows the records: an
 //     image's names, inspect.json, history, digest; a layer's info.json;
-//     df.
+//     df;
+//   - NotifyContent for the directories whose listing changed (images/,
+//     digests/, layers/, the names/ directories on a changed name's path):
+//     the kernel caches every listing (handleless.go), and an entry
+//     invalidation only drops the listing when the kernel knew the name.
 //
 // The notifications are sent from the store's follower goroutine, never
 // from inside a FUSE operation: the kernel holds the directory's lock
@@ -50,20 +54,36 @@ func (t *tree) startNotify() {
 }
 
 // notifier sends each invalidation once.
-type notifier map[*fusefs.Inode]map[string]bool
+type notifier struct {
+	entries  map[*fusefs.Inode]map[string]bool
+	listings map[*fusefs.Inode]bool
+}
 
-func (n notifier) entry(dir *fusefs.Inode, name string) {
+func newNotifier() *notifier {
+	return &notifier{entries: map[*fusefs.Inode]map[string]bool{}, listings: map[*fusefs.Inode]bool{}}
+}
+
+func (n *notifier) entry(dir *fusefs.Inode, name string) {
 	if dir == nil || name == "" {
 		return
 	}
-	if n[dir] == nil {
-		n[dir] = map[string]bool{}
+	if n.entries[dir] == nil {
+		n.entries[dir] = map[string]bool{}
 	}
-	if n[dir][name] {
+	if n.entries[dir][name] {
 		return
 	}
-	n[dir][name] = true
+	n.entries[dir][name] = true
 	dir.NotifyEntry(name) // ENOENT when the kernel has no such entry: fine
+}
+
+// listing drops the kernel's cached listing of dir.
+func (n *notifier) listing(dir *fusefs.Inode) {
+	if dir == nil || n.listings[dir] {
+		return
+	}
+	n.listings[dir] = true
+	content(dir)
 }
 
 func content(ino *fusefs.Inode) {
@@ -80,7 +100,7 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	}
 	t.settlePending(new)
 	c := storageview.Diff(old, new)
-	n := notifier{}
+	n := newNotifier()
 
 	images := root.GetChild("images")
 	names := root.GetChild("names")
@@ -96,6 +116,9 @@ func (t *tree) onChange(old, new *storageview.Index) {
 		for _, id := range c.ImagesRemoved {
 			changed[id] = true
 			n.entry(images, id)
+		}
+		if len(changed) > 0 {
+			n.listing(images)
 		}
 		files := map[string]bool{}
 		for _, id := range c.ImagesChanged {
@@ -137,6 +160,9 @@ func (t *tree) onChange(old, new *storageview.Index) {
 				n.entry(digests, d)
 			}
 		}
+		if len(c.DigestsAdded)+len(c.DigestsRemoved) > 0 {
+			n.listing(digests)
+		}
 	}
 
 	if layers != nil {
@@ -145,6 +171,9 @@ func (t *tree) onChange(old, new *storageview.Index) {
 		}
 		for _, id := range c.LayersRemoved {
 			n.entry(layers, id)
+		}
+		if len(c.LayersAdded)+len(c.LayersRemoved) > 0 {
+			n.listing(layers)
 		}
 		for _, id := range c.LayersChanged {
 			if l := layers.GetChild(id); l != nil {
@@ -165,9 +194,12 @@ func (t *tree) onChange(old, new *storageview.Index) {
 // and the entry of a link a write of ours just made for this very name
 // (the kernel's entry is already right). The kernel caches link targets
 // (CACHE_SYMLINKS): a moved name's link content is invalidated too.
-func (t *tree) notifyName(n notifier, dir *fusefs.Inode, old, new, cur *storageview.Index, name string, moved bool) {
+func (t *tree) notifyName(n *notifier, dir *fusefs.Inode, old, new, cur *storageview.Index, name string, moved bool) {
 	parts := strings.Split(name, "/")
 	for i, comp := range parts[:len(parts)-1] {
+		if !moved {
+			n.listing(dir)
+		}
 		sub := parts[:i+1]
 		was, is := old.NameDir(sub) != nil, new.NameDir(sub) != nil
 		back := !is && cur.NameDir(sub) != nil
@@ -179,6 +211,9 @@ func (t *tree) notifyName(n notifier, dir *fusefs.Inode, old, new, cur *storagev
 		}
 	}
 	leaf := parts[len(parts)-1]
+	if !moved {
+		n.listing(dir)
+	}
 	if ch := dir.GetChild(leaf); ch != nil {
 		if moved {
 			content(ch)

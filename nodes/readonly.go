@@ -42,6 +42,12 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 	return n.refuse("setattr", "")
 }
 
+// Writev is refused: EROFS. Opening for writing is not (the kernel does
+// not ask, see handleless.go), so the first write is.
+func (n *node) Writev(ctx context.Context, f fusefs.FileHandle, data [][]byte, off int64) (uint32, syscall.Errno) {
+	return 0, n.refuse("write", "")
+}
+
 // Setxattr is refused: EROFS.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	return n.refuse("setxattr "+attr, "")

@@ -53,6 +53,9 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 	add("df", newDFFile(t))
 }
 
+// unmounted closes the layer files kept open for reads (handleless.go).
+func (r *rootDir) unmounted() { r.t.rootfs.files.closeAll() }
+
 func (r *rootDir) stable() fusefs.StableAttr {
 	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: RootIno}
 }

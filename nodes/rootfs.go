@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,7 +31,7 @@ type Rootfs struct {
 	log   *log.Logger
 	debug bool
 
-	readLogged atomic.Bool // "reads served by imagefs" said once
+	files backingFiles // layer files kept open between reads
 
 	mu      sync.Mutex
 	changes map[string]*changeSet // what each layer changes, computed once per layer

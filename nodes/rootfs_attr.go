@@ -103,6 +103,14 @@ func (n *rootfsNode) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.
 	return syscall.EROFS
 }
 
+var _ = (fusefs.NodeWritever)((*rootfsNode)(nil))
+
+// Writev is refused: opening for writing is not (handleless.go).
+func (n *rootfsNode) Writev(ctx context.Context, f fusefs.FileHandle, data [][]byte, off int64) (uint32, syscall.Errno) {
+	n.tree.r.log.Printf("write /%s: refused, rootfs is read-only (EROFS)", n.Path(nil))
+	return 0, syscall.EROFS
+}
+
 var _ = (fusefs.NodeAccesser)((*rootfsNode)(nil))
 
 // Access refuses write access with EROFS and grants the rest (the mount

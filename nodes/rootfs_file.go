@@ -3,6 +3,7 @@ package nodes
 import (
 	"context"
 	"errors"
+	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -10,77 +11,119 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var _ = (fusefs.NodeOpener)((*rootfsFile)(nil))
+// A rootfs file has no open state (handleless.go): the kernel keeps its
+// pages across opens, and asks for the ones it lacks with reads that
+// come straight to the node.
 
-// Open opens the backing file read-only. Opening for writing (or with
-// O_TRUNC) is EROFS. The handle offers its descriptor for FUSE passthrough
-// (the kernel then reads the layer file directly); when the kernel or
-// server cannot, reads come through imagefs. The kernel may keep cached
-// pages across opens (FOPEN_KEEP_CACHE): layer files never change.
-func (f *rootfsFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
-		return nil, 0, syscall.EROFS
+var _ = (fusefs.NodeReader)((*rootfsFile)(nil))
+
+// Read reads from the backing layer file.
+func (f *rootfsFile) Read(ctx context.Context, _ fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	b, errno := f.backing()
+	if errno != 0 {
+		return nil, errno
 	}
-	p := f.tree.stack.BackingPath(f.ent)
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
-	if errors.Is(err, unix.EPERM) {
-		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-	}
-	if err != nil {
-		return nil, 0, f.tree.errno("open", f.ent.Path, err)
-	}
-	return &rootfsHandle{fd: fd, r: f.tree.r}, fuse.FOPEN_KEEP_CACHE, 0
-}
-
-// rootfsHandle is an open layer file.
-type rootfsHandle struct {
-	noFlush
-	fd int
-	r  *Rootfs
-}
-
-var _ = (fusefs.FilePassthroughFder)((*rootfsHandle)(nil))
-
-// PassthroughFd offers the backing descriptor to the kernel.
-func (h *rootfsHandle) PassthroughFd() (int, bool) { return h.fd, true }
-
-var _ = (fusefs.FileReader)((*rootfsHandle)(nil))
-
-// Read serves content when passthrough is not in use.
-func (h *rootfsHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if h.r.debug && h.r.readLogged.CompareAndSwap(false, true) {
-		h.r.log.Printf("rootfs: file content read through imagefs (FUSE passthrough not in use)")
-	}
-	n, err := unix.Pread(h.fd, dest, off)
+	defer f.tree.r.files.release(b)
+	n, err := unix.Pread(b.fd, dest, off)
 	if err != nil {
 		return nil, fusefs.ToErrno(err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
-var _ = (fusefs.FileLseeker)((*rootfsHandle)(nil))
+var _ = (fusefs.NodeLseeker)((*rootfsFile)(nil))
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the backing file.
-func (h *rootfsHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	n, err := unix.Seek(h.fd, int64(off), int(whence))
+func (f *rootfsFile) Lseek(ctx context.Context, _ fusefs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	b, errno := f.backing()
+	if errno != 0 {
+		return 0, errno
+	}
+	defer f.tree.r.files.release(b)
+	n, err := unix.Seek(b.fd, int64(off), int(whence))
 	if err != nil {
 		return 0, fusefs.ToErrno(err)
 	}
 	return uint64(n), 0
 }
 
-var _ = (fusefs.FileReleaser)((*rootfsHandle)(nil))
-
-func (h *rootfsHandle) Release(ctx context.Context) syscall.Errno {
-	if h.fd >= 0 {
-		unix.Close(h.fd)
-		h.fd = -1
+func (f *rootfsFile) backing() (*backingFile, syscall.Errno) {
+	b, err := f.tree.r.files.acquire(f.tree.stack.BackingPath(f.ent))
+	if err != nil {
+		return nil, f.tree.errno("open", f.ent.Path, err)
 	}
-	return 0
+	return b, 0
 }
 
-// PassthroughInUse reports whether the kernel accepted FUSE passthrough
-// for this mount (CAP_PASSTHROUGH negotiated); imagefs mount --debug says so.
-func PassthroughInUse(s *fuse.Server) bool {
-	return s.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
+// maxBackingFiles is how many layer files stay open between reads.
+const maxBackingFiles = 16
+
+// backingFiles keeps the layer files of the latest reads open: the kernel
+// reads a large file in read-ahead windows, and one descriptor for all of
+// them keeps the layer file's own read-ahead going and saves an open(2)
+// per window.
+type backingFiles struct {
+	mu    sync.Mutex
+	files []*backingFile // least recently used first
+}
+
+type backingFile struct {
+	path string
+	fd   int
+	refs int // reads in progress, plus one while in the list
+}
+
+// acquire returns the open layer file at path; release it after use.
+func (c *backingFiles) acquire(path string) (*backingFile, error) {
+	c.mu.Lock()
+	for i, b := range c.files {
+		if b.path == path {
+			c.files = append(append(c.files[:i:i], c.files[i+1:]...), b)
+			b.refs++
+			c.mu.Unlock()
+			return b, nil
+		}
+	}
+	c.mu.Unlock()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) { // O_NOATIME on a file we do not own
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b := &backingFile{path: path, fd: fd, refs: 2}
+	c.mu.Lock()
+	c.files = append(c.files, b)
+	var old *backingFile
+	if len(c.files) > maxBackingFiles {
+		old = c.files[0]
+		c.files = c.files[1:]
+	}
+	c.mu.Unlock()
+	if old != nil {
+		c.release(old)
+	}
+	return b, nil
+}
+
+func (c *backingFiles) release(b *backingFile) {
+	c.mu.Lock()
+	b.refs--
+	last := b.refs == 0
+	c.mu.Unlock()
+	if last {
+		unix.Close(b.fd)
+	}
+}
+
+// closeAll closes the files kept open (the mount ends).
+func (c *backingFiles) closeAll() {
+	c.mu.Lock()
+	files := c.files
+	c.files = nil
+	c.mu.Unlock()
+	for _, b := range files {
+		c.release(b)
+	}
 }

@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"context"
+	"slices"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -69,12 +70,14 @@ func (n *rootfsNode) layerIndex() (int, syscall.Errno) {
 var _ = (fusefs.NodeListxattrer)((*rootfsNode)(nil))
 
 // Listxattr lists the stored xattrs, NUL-terminated, without the
-// user.imagefs.* names (so cp -a, rsync -X and tar --xattrs skip them).
+// user.imagefs.* names (so cp -a, rsync -X and tar --xattrs skip them)
+// and without security.selinux (never served, see handleless.go).
 func (n *rootfsNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	names, err := n.tree.stack.ListXattr(n.ent)
+	all, err := n.tree.stack.ListXattr(n.ent)
 	if err != nil {
 		return 0, n.tree.errno("listxattr", n.ent.Path, err)
 	}
+	names := slices.DeleteFunc(slices.Clone(all), func(name string) bool { return name == selinuxXattr })
 	size := 0
 	for _, name := range names {
 		size += len(name) + 1

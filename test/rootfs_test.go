@@ -85,7 +85,7 @@ func rootfsMount(t *testing.T, store nodes.Store) string {
 	root := nodes.NewRoot(store, nodes.Options{Log: log.New(io.Discard, "", 0)})
 	// NullPermissions: show mode 0 as stored (/etc/shadow is 0000 in
 	// many images); go-fuse would otherwise turn it into 0644.
-	srv, err := fusefs.Mount(mnt, root, &fusefs.Options{
+	srv, err := nodes.Mount(mnt, root, &fusefs.Options{
 		NullPermissions: true,
 		RootStableAttr:  &fusefs.StableAttr{Ino: nodes.RootIno, Mode: syscall.S_IFDIR},
 		MountOptions: fuse.MountOptions{

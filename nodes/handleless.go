@@ -1,0 +1,181 @@
+package nodes
+
+// A mount without file handles. Nothing in the tree needs per-open state:
+// every file's bytes depend only on the node, and every listing on the
+// directory. So OPEN and OPENDIR are answered ENOSYS, which the kernel
+// takes, for the rest of the connection, as "opens need no message"
+// (fc->no_open, fc->no_opendir): it stops sending OPEN, RELEASE, FLUSH,
+// OPENDIR and RELEASEDIR, keeps file pages across opens (as with
+// FOPEN_KEEP_CACHE) and caches every directory listing (FOPEN_CACHE_DIR).
+// A warm find, tar or grep -r then costs imagefs no round trip at all.
+//
+// Reads then arrive without a handle and go to the node (NodeReader).
+// READDIR(PLUS) arrive without one too; they are served here through an
+// internal handle of go-fuse's bridge: a dirCursor, kept open while the
+// kernel reads on sequentially.
+//
+// What changes for callers (docs/LAYOUT.md "Caching"): opening a file for
+// writing without O_TRUNC is not refused at open(2) but at the first
+// write(2) (EROFS either way); data and listings that change (names,
+// inspect.json, names/…) are kept fresh by the store watcher's
+// invalidations (notify.go) and by mtimes that change with the content.
+
+import (
+	"sync"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// maxDirCursors bounds the internal directory handles kept between
+// READDIR requests (a listing abandoned half way, as by `ls | head`, is
+// closed when it falls off the end).
+const maxDirCursors = 64
+
+// NewRawFS is the FUSE file system of the tree rooted at root: go-fuse's
+// node bridge, served without file handles. Mount it with fuse.NewServer.
+func NewRawFS(root fusefs.InodeEmbedder, opts *fusefs.Options) fuse.RawFileSystem {
+	h := &handleless{RawFileSystem: fusefs.NewNodeFS(root, opts)}
+	if u, ok := root.(interface{ unmounted() }); ok {
+		h.unmounted = u.unmounted
+	}
+	return h
+}
+
+// Mount is fusefs.Mount for the tree: it mounts NewRawFS(root, opts) at
+// dir with MountCapabilities turned off, and serves it.
+func Mount(dir string, root fusefs.InodeEmbedder, opts *fusefs.Options) (*fuse.Server, error) {
+	mo := opts.MountOptions
+	mo.DisabledCapabilities |= MountCapabilities
+	srv, err := fuse.NewServer(NewRawFS(root, opts), dir, &mo)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		_ = srv.Unmount()
+		return nil, err
+	}
+	return srv, nil
+}
+
+// MountCapabilities are the FUSE capabilities an imagefs mount turns off
+// (fuse.MountOptions.DisabledCapabilities): passthrough needs a handle per
+// open, which this mount never has.
+const MountCapabilities = fuse.CAP_PASSTHROUGH
+
+type handleless struct {
+	fuse.RawFileSystem
+	unmounted func() // the root's cleanup when the mount ends, if it has one
+
+	mu      sync.Mutex
+	cursors []*dirCursor // oldest first
+}
+
+// dirCursor is an internal open directory of the bridge, positioned at
+// the offset the kernel will ask for next.
+type dirCursor struct {
+	node, fh, next uint64
+}
+
+// Open and OpenDir: no handles (see the top of this file).
+func (h *handleless) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	return fuse.ENOSYS
+}
+
+func (h *handleless) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	return fuse.ENOSYS
+}
+
+// Flush has nothing to do without handles; ENOSYS stops it for good.
+func (h *handleless) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	return fuse.ENOSYS
+}
+
+func (h *handleless) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return h.readDir(cancel, in, out, h.RawFileSystem.ReadDir)
+}
+
+func (h *handleless) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return h.readDir(cancel, in, out, h.RawFileSystem.ReadDirPlus)
+}
+
+// readDir serves one READDIR(PLUS) through a cursor at the requested
+// offset: the one left there by the previous request, or a new one (the
+// bridge seeks it).
+func (h *handleless) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList,
+	read func(<-chan struct{}, *fuse.ReadIn, *fuse.DirEntryList) fuse.Status) fuse.Status {
+	if in.Fh != 0 { // a handle of the bridge's own: never sent by a kernel that took ENOSYS
+		return read(cancel, in, out)
+	}
+	c := h.takeCursor(in.NodeId, in.Offset)
+	if c == nil {
+		var oo fuse.OpenOut
+		if st := h.RawFileSystem.OpenDir(cancel, &fuse.OpenIn{InHeader: in.InHeader, Flags: syscall.O_RDONLY}, &oo); !st.Ok() {
+			return st
+		}
+		c = &dirCursor{node: in.NodeId, fh: oo.Fh}
+	}
+	req := *in
+	req.Fh = c.fh
+	st := read(cancel, &req, out)
+	if !st.Ok() || out.Offset == in.Offset { // an error, or the end of the listing
+		h.release(c)
+		return st
+	}
+	c.next = out.Offset
+	h.putCursor(c)
+	return st
+}
+
+func (h *handleless) takeCursor(node, off uint64) *dirCursor {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, c := range h.cursors {
+		if c.node == node && c.next == off {
+			h.cursors = append(h.cursors[:i], h.cursors[i+1:]...)
+			return c
+		}
+	}
+	return nil
+}
+
+func (h *handleless) putCursor(c *dirCursor) {
+	h.mu.Lock()
+	h.cursors = append(h.cursors, c)
+	var old *dirCursor
+	if len(h.cursors) > maxDirCursors {
+		old = h.cursors[0]
+		h.cursors = h.cursors[1:]
+	}
+	h.mu.Unlock()
+	if old != nil {
+		h.release(old)
+	}
+}
+
+// OnUnmount lets the root close what it keeps open (layer files).
+func (h *handleless) OnUnmount() {
+	h.RawFileSystem.OnUnmount()
+	if h.unmounted != nil {
+		h.unmounted()
+	}
+}
+
+func (h *handleless) release(c *dirCursor) {
+	h.RawFileSystem.ReleaseDir(&fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: c.node}, Fh: c.fh})
+}
+
+// selinuxXattr is not served: the labels of layer files are the host's
+// (container_ro_file_t on an SELinux host), not the image's. ENOTSUP
+// rather than ENODATA: ls -l asks for it on every entry, and takes
+// ENOTSUP as "no labels on this file system" for the rest of the listing.
+const selinuxXattr = "security.selinux"
+
+func (h *handleless) GetXAttr(cancel <-chan struct{}, in *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	if attr == selinuxXattr {
+		return 0, fuse.Status(syscall.ENOTSUP)
+	}
+	return h.RawFileSystem.GetXAttr(cancel, in, attr, dest)
+}
