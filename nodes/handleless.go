@@ -110,7 +110,8 @@ func (h *handleless) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 		return read(cancel, in, out)
 	}
 	c := h.takeCursor(in.NodeId, in.Offset)
-	if c == nil {
+	fresh := c == nil
+	if fresh {
 		var oo fuse.OpenOut
 		if st := h.RawFileSystem.OpenDir(cancel, &fuse.OpenIn{InHeader: in.InHeader, Flags: syscall.O_RDONLY}, &oo); !st.Ok() {
 			return st
@@ -120,6 +121,13 @@ func (h *handleless) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 	req := *in
 	req.Fh = c.fh
 	st := read(cancel, &req, out)
+	if fresh && in.Offset > 0 && st == fuse.EINVAL {
+		// The bridge could not seek a new listing to in.Offset: it is
+		// shorter than the one the kernel was reading (names went away
+		// in between). Past the end of a directory is its end, as
+		// getdents(2) has it for any file system.
+		st = fuse.OK
+	}
 	if !st.Ok() || out.Offset == in.Offset { // an error, or the end of the listing
 		h.release(c)
 		return st

@@ -1,0 +1,53 @@
+package nodes
+
+import (
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// readdirAt sends one handle-less READDIR of node nid at off, as the
+// kernel does on this mount, with room for about one entry when small.
+func (h *harness) readdirAt(nid, off uint64, small bool) (*fuse.DirEntryList, fuse.Status) {
+	size := 4096
+	if small {
+		size = 100
+	}
+	out := fuse.NewDirEntryList(make([]byte, size), off)
+	st := h.raw.ReadDir(nil, &fuse.ReadIn{InHeader: fuse.InHeader{NodeId: nid}, Offset: off, Size: uint32(size)}, out)
+	return out, st
+}
+
+// A listing that shrank between two getdents calls ends early instead of
+// failing: the kernel may come back at an offset past the new end (its
+// cached listing was dropped by an invalidation, or our cursor evicted).
+func TestReaddirPastShrunkListing(t *testing.T) {
+	w := newWorld()
+	h := newHarness(t, w.s, Options{})
+	nid, _, _ := h.mustLookup("images")
+
+	// Read part of the listing: ".", "..", then the first images.
+	off := uint64(0)
+	for i := 0; i < 4; i++ {
+		out, st := h.readdirAt(nid, off, true)
+		if st != fuse.OK || out.Offset == off {
+			t.Fatalf("READDIR images at %d: %v, offset %d", off, st, out.Offset)
+		}
+		off = out.Offset
+	}
+	w.s.remove(w.app.ID)
+	w.s.remove(w.dangling.ID)
+	w.s.remove(w.lst.ID)
+
+	// A new listing (no cursor at that offset) holds only ".", ".." and
+	// one image now: far past its end.
+	out, st := h.readdirAt(nid, off+100, false)
+	if st != fuse.OK || out.Offset != off+100 || len(out.Bytes()) != 0 {
+		t.Errorf("READDIR past the end: %v, offset %d, %d bytes; want OK and nothing", st, out.Offset, len(out.Bytes()))
+	}
+	// The cursor left at off still serves the listing it started.
+	out, st = h.readdirAt(nid, off, false)
+	if st != fuse.OK || len(out.Bytes()) == 0 {
+		t.Errorf("READDIR at the cursor's offset %d: %v, %d bytes; want the rest of the old listing", off, st, len(out.Bytes()))
+	}
+}
