@@ -17,11 +17,20 @@ import (
 
 var _ = (fusefs.NodeReader)((*rootfsFile)(nil))
 
-// Read reads from the backing layer file.
+// Read reads from the backing layer file. Large reads are spliced: the
+// reply carries the layer file's page-cache pages to the kernel without
+// a copy through our memory (go-fuse's zero-copy path).
 func (f *rootfsFile) Read(ctx context.Context, _ fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	size := f.ent.Stat.Size - off
+	if size <= 0 {
+		return fuse.ReadResultData(nil), 0
+	}
 	b, errno := f.backing()
 	if errno != 0 {
 		return nil, errno
+	}
+	if size >= spliceMin && len(dest) >= spliceMin {
+		return &splicedRead{files: &f.tree.r.files, b: b, off: off, size: int(min(size, int64(len(dest))))}, 0
 	}
 	defer f.tree.r.files.release(b)
 	n, err := unix.Pread(b.fd, dest, off)
@@ -30,6 +39,39 @@ func (f *rootfsFile) Read(ctx context.Context, _ fusefs.FileHandle, dest []byte,
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
+
+// spliceMin is the smallest read that is spliced: below it, one pread
+// costs less than the pipe round trip.
+const spliceMin = 64 << 10
+
+// splicedRead is a read go-fuse answers by splice(2) from the layer file
+// (it implements go-fuse's Seekable result, like fuse.ReadResultFd). It
+// holds the file open until go-fuse is done with it: the reply is written
+// after Read returns, and a descriptor closed in between could be reused
+// by another open and splice another file's bytes.
+type splicedRead struct {
+	files *backingFiles
+	b     *backingFile
+	off   int64
+	size  int // within the file: no short read for go-fuse to fix up
+}
+
+func (r *splicedRead) Seekable() (fd uintptr, off int64, size int) {
+	return uintptr(r.b.fd), r.off, r.size
+}
+
+func (r *splicedRead) Size() int { return r.size }
+
+// Bytes is go-fuse's fallback when it cannot splice.
+func (r *splicedRead) Bytes(buf []byte) ([]byte, fuse.Status) {
+	n, err := unix.Pread(r.b.fd, buf[:min(len(buf), r.size)], r.off)
+	if err != nil {
+		return nil, fuse.ToStatus(err)
+	}
+	return buf[:n], fuse.OK
+}
+
+func (r *splicedRead) Done() { r.files.release(r.b) }
 
 var _ = (fusefs.NodeLseeker)((*rootfsFile)(nil))
 

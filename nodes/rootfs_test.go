@@ -399,6 +399,88 @@ func TestRootfsFileContent(t *testing.T) {
 	}
 }
 
+// TestRootfsSplicedReads reads more large files at once than stay open
+// (maxBackingFiles): spliced replies are written after Read returns, so
+// a layer file evicted meanwhile must stay open until its reply is out,
+// or a reused descriptor would splice another file's bytes.
+func TestRootfsSplicedReads(t *testing.T) {
+	testenv.RequireFUSE(t)
+	l := uniontest.NewLayer(t, t.TempDir(), "l0", false)
+	const files, size = 3 * maxBackingFiles, 3*spliceMin + 5
+	content := func(i int) string {
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte(i + j>>10)
+		}
+		return string(b)
+	}
+	for i := range files {
+		l.File(fmt.Sprintf("f%02d", i), content(i), 0o644)
+	}
+	store := newRootfsFakeStore([]union.Layer{{ID: "l0", Path: l.Dir}}, false)
+	mnt, _ := mountRootfs(t, store, nil)
+	var wg sync.WaitGroup
+	for i := range files {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := os.ReadFile(filepath.Join(mnt, fmt.Sprintf("rootfs/f%02d", i)))
+			if err != nil {
+				t.Error(err)
+			} else if string(got) != content(i) {
+				t.Errorf("f%02d: %d bytes read, content differs", i, len(got))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestSplicedReadHoldsItsFile: the layer file of a spliced read stays
+// open until go-fuse is done with the reply, even when newer reads evict
+// it from the open files meanwhile; then it is closed.
+func TestSplicedReadHoldsItsFile(t *testing.T) {
+	l := uniontest.NewLayer(t, t.TempDir(), "l0", false)
+	want := strings.Repeat("spliced ", spliceMin/4)
+	l.File("big", want, 0o644)
+	for i := range 2 * maxBackingFiles {
+		l.File(fmt.Sprintf("other%02d", i), "x", 0o644)
+	}
+	st, err := union.NewStack([]union.Layer{{ID: "l0", Path: l.Dir}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := &rootfsTree{r: NewRootfs(nil, RootfsOptions{}), stack: st, key: "itest"}
+	e, err := st.Lookup(st.Root(), "big")
+	if err != nil || e == nil {
+		t.Fatalf("lookup big: %v", err)
+	}
+	f := &rootfsFile{rootfsNode{tree: tree, ent: e}}
+	res, errno := f.Read(context.Background(), nil, make([]byte, 2*len(want)), 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	sr, ok := res.(*splicedRead)
+	if !ok {
+		t.Fatalf("a %d-byte read answered with %T, want a spliced read", len(want), res)
+	}
+	for i := range 2 * maxBackingFiles { // evict big from the open files
+		b, err := tree.r.files.acquire(filepath.Join(l.Dir, fmt.Sprintf("other%02d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tree.r.files.release(b)
+	}
+	if got, st := sr.Bytes(make([]byte, 2*len(want))); st != fuse.OK || string(got) != want {
+		t.Fatalf("reply bytes after eviction: %v, %d bytes; want the file's %d", st, len(got), len(want))
+	}
+	fd := sr.b.fd
+	sr.Done()
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+		t.Errorf("layer file still open after Done (fcntl: %v)", err)
+	}
+	tree.r.files.closeAll()
+}
+
 // rootfsLogBuffer is a log sink safe for the server's goroutines.
 type rootfsLogBuffer struct {
 	mu sync.Mutex
