@@ -236,20 +236,20 @@ func TestRootfsXattrsAndReadOnly(t *testing.T) {
 	}
 
 	for what, err := range map[string]error{
-		"write":          writeFile(passwd),
-		"truncate":       os.Truncate(passwd, 0),
-		"create":         os.WriteFile(filepath.Join(rfs, "etc/new"), nil, 0o644),
-		"mkdir":          os.Mkdir(filepath.Join(rfs, "newd"), 0o755),
-		"remove":         os.Remove(passwd),
-		"rmdir":          os.Remove(filepath.Join(rfs, "opq")),
-		"rename":         os.Rename(passwd, filepath.Join(rfs, "etc/p2")),
-		"symlink":        os.Symlink("x", filepath.Join(rfs, "l")),
-		"link":           os.Link(passwd, filepath.Join(rfs, "etc/p3")),
-		"chmod":          os.Chmod(passwd, 0o777),
-		"chown":          os.Lchown(passwd, 1, 1),
-		"setxattr":       unix.Lsetxattr(passwd, "user.x", []byte("y"), 0),
-		"removexattr":    unix.Lremovexattr(filepath.Join(rfs, "bin/ping"), "security.capability"),
-		"mknod":          unix.Mknod(filepath.Join(rfs, "fifo"), unix.S_IFIFO|0o644, 0),
+		"write":       writeFile(passwd),
+		"truncate":    os.Truncate(passwd, 0),
+		"create":      os.WriteFile(filepath.Join(rfs, "etc/new"), nil, 0o644),
+		"mkdir":       os.Mkdir(filepath.Join(rfs, "newd"), 0o755),
+		"remove":      os.Remove(passwd),
+		"rmdir":       os.Remove(filepath.Join(rfs, "opq")),
+		"rename":      os.Rename(passwd, filepath.Join(rfs, "etc/p2")),
+		"symlink":     os.Symlink("x", filepath.Join(rfs, "l")),
+		"link":        os.Link(passwd, filepath.Join(rfs, "etc/p3")),
+		"chmod":       os.Chmod(passwd, 0o777),
+		"chown":       os.Lchown(passwd, 1, 1),
+		"setxattr":    unix.Lsetxattr(passwd, "user.x", []byte("y"), 0),
+		"removexattr": unix.Lremovexattr(filepath.Join(rfs, "bin/ping"), "security.capability"),
+		"mknod":       unix.Mknod(filepath.Join(rfs, "fifo"), unix.S_IFIFO|0o644, 0),
 	} {
 		if !errors.Is(err, syscall.EROFS) {
 			t.Errorf("%s: %v, want EROFS", what, err)
