@@ -58,9 +58,7 @@ func (r *Rootfs) layerChain(layerID string) ([]union.Layer, error) {
 func (r *Rootfs) LayerDiff(ctx context.Context, parent *fusefs.Inode, layerID string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	if ch := parent.GetChild("diff"); ch != nil {
 		if n, ok := ch.Operations().(*rootfsDir); ok {
-			n.fill(&out.Attr)
-			setRootfsTimeouts(out)
-			return ch, 0
+			return n.entryOut(ch, out)
 		}
 	}
 	chain, err := r.layerChain(layerID)
@@ -72,7 +70,7 @@ func (r *Rootfs) LayerDiff(ctx context.Context, parent *fusefs.Inode, layerID st
 		return nil, r.layerErrno("diff", layerID, err)
 	}
 	t := &rootfsTree{r: r, stack: st, all: st.Layers(), key: "l" + layerID, noLayerXattrs: true}
-	return t.newInode(ctx, parent, st.Root(), out), 0
+	return t.newInode(ctx, parent, st.Root(), out)
 }
 
 func (r *Rootfs) layerErrno(what, layerID string, err error) syscall.Errno {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +33,11 @@ type Rootfs struct {
 	debug bool
 
 	files backingFiles // layer files kept open between reads
+
+	// lastFileLookup is when the kernel last looked up a file (not a
+	// directory) of a rootfs: listings carry file attributes for
+	// attrsWindow after that (rootfsListHandle.Lookup).
+	lastFileLookup atomic.Int64 // UnixNano
 
 	mu      sync.Mutex
 	changes map[string]*changeSet // what each layer changes, computed once per layer
@@ -76,9 +82,7 @@ func (r *Rootfs) ImageRootfs(ctx context.Context, parent *fusefs.Inode, imageID 
 	}
 	if ch := parent.GetChild("rootfs"); ch != nil {
 		if n, ok := ch.Operations().(*rootfsDir); ok {
-			n.fill(&out.Attr)
-			setRootfsTimeouts(out)
-			return ch, 0
+			return n.entryOut(ch, out)
 		}
 	}
 	t, err := r.imageTree(img)
@@ -89,7 +93,7 @@ func (r *Rootfs) ImageRootfs(ctx context.Context, parent *fusefs.Inode, imageID 
 		r.log.Printf("rootfs: image %s: %v", rootfsShort(imageID), err)
 		return nil, syscall.EIO
 	}
-	return t.newInode(ctx, parent, t.stack.Root(), out), 0
+	return t.newInode(ctx, parent, t.stack.Root(), out)
 }
 
 // imageTree builds the union of img's layers, or serves a read-only mount
@@ -156,10 +160,10 @@ type rootfsSpecial struct{ rootfsNode }
 
 // newInode returns the inode of entry e under parent, reusing the child
 // already known by that name.
-func (t *rootfsTree) newInode(ctx context.Context, parent *fusefs.Inode, e *union.Entry, out *fuse.EntryOut) *fusefs.Inode {
+func (t *rootfsTree) newInode(ctx context.Context, parent *fusefs.Inode, e *union.Entry, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	var ops fusefs.InodeEmbedder
 	var base *rootfsNode
-	switch e.Stat.Mode & syscall.S_IFMT {
+	switch e.Type {
 	case syscall.S_IFDIR:
 		n := &rootfsDir{}
 		ops, base = n, &n.rootfsNode
@@ -174,9 +178,34 @@ func (t *rootfsTree) newInode(ctx context.Context, parent *fusefs.Inode, e *unio
 		ops, base = n, &n.rootfsNode
 	}
 	base.tree, base.ent = t, e
-	base.fillAttr(&out.Attr)
+	if errno := base.fillAttr(&out.Attr); errno != 0 {
+		return nil, errno
+	}
 	setRootfsTimeouts(out)
-	return parent.NewInode(ctx, ops, fusefs.StableAttr{Mode: e.Stat.Mode & syscall.S_IFMT, Ino: t.ino(e)})
+	return parent.NewInode(ctx, ops, fusefs.StableAttr{Mode: e.Type, Ino: t.ino(e)}), 0
+}
+
+// entryOut answers a lookup of node n, known to the kernel as ino.
+func (n *rootfsNode) entryOut(ino *fusefs.Inode, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if errno := n.fillAttr(&out.Attr); errno != 0 {
+		return nil, errno
+	}
+	setRootfsTimeouts(out)
+	return ino, 0
+}
+
+// attrsWindow is how long after a client asked for a file's attributes
+// directory listings keep carrying them: long enough to span the walk of
+// a directory, short enough that a names-only walk that follows is not
+// charged an lstat per file for long.
+const attrsWindow = time.Second
+
+// attrsWanted records that a client asked for a file's attributes.
+func (r *Rootfs) attrsWanted() { r.lastFileLookup.Store(time.Now().UnixNano()) }
+
+// wantsAttrs reports whether listings should carry file attributes.
+func (r *Rootfs) wantsAttrs() bool {
+	return time.Now().UnixNano()-r.lastFileLookup.Load() < int64(attrsWindow)
 }
 
 func setRootfsTimeouts(out *fuse.EntryOut) {
@@ -187,8 +216,14 @@ func setRootfsTimeouts(out *fuse.EntryOut) {
 var _ = (fusefs.NodeLookuper)((*rootfsDir)(nil))
 
 // Lookup answers from the merged listing of the directory (built on first
-// visit); names of the listing already known keep their inode.
+// visit); names of the listing already known keep their inode. The kernel
+// asking for a file's attributes here is what makes listings carry them
+// (see rootfsListHandle.Lookup).
 func (d *rootfsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return d.lookup(ctx, name, out, true)
+}
+
+func (d *rootfsDir) lookup(ctx context.Context, name string, out *fuse.EntryOut, fromKernel bool) (*fusefs.Inode, syscall.Errno) {
 	e, err := d.tree.stack.Lookup(d.ent, name)
 	if err != nil {
 		return nil, d.tree.errno("lookup", d.ent.Path+"/"+name, err)
@@ -196,14 +231,15 @@ func (d *rootfsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if e == nil {
 		return nil, syscall.ENOENT
 	}
+	if fromKernel && !e.IsDir() {
+		d.tree.r.attrsWanted()
+	}
 	if ch := d.GetChild(name); ch != nil {
-		if n, ok := ch.Operations().(interface{ node() *rootfsNode }); ok && n.node().ent.Stat.Ino == e.Stat.Ino {
-			n.node().fillAttr(&out.Attr)
-			setRootfsTimeouts(out)
-			return ch, 0
+		if n, ok := ch.Operations().(interface{ node() *rootfsNode }); ok && n.node().ent.Ino == e.Ino {
+			return n.node().entryOut(ch, out)
 		}
 	}
-	return d.tree.newInode(ctx, d.EmbeddedInode(), e, out), 0
+	return d.tree.newInode(ctx, d.EmbeddedInode(), e, out)
 }
 
 func (n *rootfsNode) node() *rootfsNode { return n }
@@ -227,16 +263,39 @@ func (d *rootfsDir) OpendirHandle(ctx context.Context, flags uint32) (fusefs.Fil
 		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self},
 		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parent})
 	for _, e := range l.Entries {
-		ents = append(ents, fuse.DirEntry{Name: e.Name, Mode: e.Stat.Mode & syscall.S_IFMT, Ino: d.tree.ino(e)})
+		ents = append(ents, fuse.DirEntry{Name: e.Name, Mode: e.Type, Ino: d.tree.ino(e)})
 	}
-	return &rootfsListHandle{ents: ents}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	return &rootfsListHandle{dir: d, ents: ents}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // rootfsListHandle streams a fixed directory listing; offsets are positions.
 type rootfsListHandle struct {
+	dir  *rootfsDir
 	mu   sync.Mutex
 	ents []fuse.DirEntry
 	pos  int
+}
+
+var _ = (fusefs.FileLookuper)((*rootfsListHandle)(nil))
+
+// Lookup gives the attributes of each READDIRPLUS entry. Directories
+// always get them: walking into them needs them. Other entries get them
+// only while clients are asking for file attributes (ls -l, du, tar,
+// grep -r: attrsWanted); otherwise the entry goes without (node ID 0,
+// which the kernel takes as "look it up when needed"), so a walk of names
+// alone (find, ls -R) costs no lstat and no inode per file, as on the
+// kernel's overlayfs. The kernel decides the same way for its own
+// READDIRPLUS_AUTO, per directory; we cannot see its choice, so the mount
+// follows what its clients did last.
+func (h *rootfsListHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	e, err := h.dir.tree.stack.Lookup(h.dir.ent, name)
+	if err != nil || e == nil {
+		return nil, syscall.ENOENT
+	}
+	if !e.IsDir() && !h.dir.tree.r.wantsAttrs() {
+		return nil, syscall.EAGAIN // no attributes: the kernel keeps the name only
+	}
+	return h.dir.lookup(ctx, name, out, false)
 }
 
 var _ = (fusefs.FileReaddirenter)((*rootfsListHandle)(nil))

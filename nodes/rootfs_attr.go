@@ -23,7 +23,7 @@ const RootfsInoBase = uint64(1) << 62
 // inode (hardlinks) share a number, as overlayfs shows them, and an image's
 // file is one inode whichever image it is reached from.
 func (t *rootfsTree) ino(e *union.Entry) uint64 {
-	if e.Stat.IsDir() {
+	if e.IsDir() {
 		return rootfsDirIno(t.key, e.Path)
 	}
 	h := fnv.New64a()
@@ -36,8 +36,8 @@ func (t *rootfsTree) ino(e *union.Entry) uint64 {
 	}
 	var b [17]byte
 	b[0] = kind
-	binary.LittleEndian.PutUint64(b[1:], e.Stat.Dev)
-	binary.LittleEndian.PutUint64(b[9:], e.Stat.Ino)
+	binary.LittleEndian.PutUint64(b[1:], e.Dev)
+	binary.LittleEndian.PutUint64(b[9:], e.Ino)
 	h.Write(b[:])
 	return h.Sum64()&(RootfsInoBase-1) | RootfsInoBase
 }
@@ -60,8 +60,11 @@ func rootfsChangesIno(layerID string) uint64 {
 }
 
 // fillAttr copies the entry's lstat data.
-func (n *rootfsNode) fillAttr(a *fuse.Attr) {
-	st := &n.ent.Stat
+func (n *rootfsNode) fillAttr(a *fuse.Attr) syscall.Errno {
+	st, err := n.tree.stack.Stat(n.ent)
+	if err != nil {
+		return n.tree.errno("lstat", n.ent.Path, err)
+	}
 	a.Ino = n.tree.ino(n.ent)
 	a.Mode = st.Mode
 	a.Nlink = st.Nlink
@@ -73,10 +76,8 @@ func (n *rootfsNode) fillAttr(a *fuse.Attr) {
 	a.Atime, a.Atimensec = uint64(st.Atime.Sec), uint32(st.Atime.Nsec)
 	a.Mtime, a.Mtimensec = uint64(st.Mtime.Sec), uint32(st.Mtime.Nsec)
 	a.Ctime, a.Ctimensec = uint64(st.Ctime.Sec), uint32(st.Ctime.Nsec)
+	return 0
 }
-
-// fill is fillAttr for callers that only hold the node.
-func (n *rootfsNode) fill(a *fuse.Attr) { n.fillAttr(a) }
 
 // encodeDev turns a dev_t into the 32-bit form FUSE carries (the kernel's
 // new_encode_dev: 12 bits of major, 20 of minor).
@@ -90,7 +91,9 @@ var _ = (fusefs.NodeGetattrer)((*rootfsNode)(nil))
 
 // Getattr answers from the index: the backing file's lstat data.
 func (n *rootfsNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.fillAttr(&out.Attr)
+	if errno := n.fillAttr(&out.Attr); errno != 0 {
+		return errno
+	}
 	out.SetTimeout(RootfsTimeout)
 	return 0
 }

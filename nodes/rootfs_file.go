@@ -21,7 +21,11 @@ var _ = (fusefs.NodeReader)((*rootfsFile)(nil))
 // reply carries the layer file's page-cache pages to the kernel without
 // a copy through our memory (go-fuse's zero-copy path).
 func (f *rootfsFile) Read(ctx context.Context, _ fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	size := f.ent.Stat.Size - off
+	st, err := f.tree.stack.Stat(f.ent)
+	if err != nil {
+		return nil, f.tree.errno("lstat", f.ent.Path, err)
+	}
+	size := st.Size - off
 	if size <= 0 {
 		return fuse.ReadResultData(nil), 0
 	}

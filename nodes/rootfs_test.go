@@ -10,6 +10,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -433,6 +434,56 @@ func TestRootfsSplicedReads(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestListingsWithoutFileAttrs: a names-only walk (getdents, as find
+// does) makes no inode for the files it sees, only for directories; a
+// file looked up afterwards still shows its real attributes, and once a
+// client has asked for a file's attributes, listings carry them for the
+// files too (rootfsListHandle.Lookup).
+func TestListingsWithoutFileAttrs(t *testing.T) {
+	testenv.RequireFUSE(t)
+	l := uniontest.NewLayer(t, t.TempDir(), "l0", false)
+	l.Dirs("a/sub", "b/sub").File("a/f1", "1", 0o600).File("a/f2", "22", 0o644).File("b/g1", "333", 0o640)
+	store := newRootfsFakeStore([]union.Layer{{ID: "l0", Path: l.Dir}}, false)
+	mnt, _ := mountRootfs(t, store, nil)
+	root := rootfsTestRoots[mnt]
+	known := func(dir string) []string {
+		in := root.GetChild("rootfs")
+		for _, c := range strings.Split(dir, "/") {
+			in = in.GetChild(c)
+		}
+		var names []string
+		for name := range in.Children() {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		return names
+	}
+	readNames := func(dir string) {
+		if _, err := os.ReadDir(filepath.Join(mnt, "rootfs", dir)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	readNames("")
+	readNames("a")
+	if got := strings.Join(known("a"), " "); got != "sub" {
+		t.Errorf("after listing a/, the server keeps inodes for %q, want only the directory sub", got)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(mnt, "rootfs/a/f2"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != unix.S_IFREG|0o644 || st.Size != 2 {
+		t.Errorf("a/f2 looked up after the listing: mode %o size %d, want file 0644 of 2 bytes", st.Mode, st.Size)
+	}
+	// That lookup was a client asking for a file's attributes: the next
+	// listing carries them.
+	readNames("b")
+	if got := strings.Join(known("b"), " "); got != "g1 sub" {
+		t.Errorf("after a file lookup, listing b/ made inodes for %q, want g1 and sub", got)
+	}
 }
 
 // TestSplicedReadHoldsItsFile: the layer file of a spliced read stays

@@ -2,8 +2,6 @@ package union
 
 import (
 	"fmt"
-	"io/fs"
-	"os"
 	"sort"
 	"strings"
 
@@ -37,7 +35,7 @@ func (l *Listing) Find(name string) *Entry {
 // List returns the merged listing of directory dir, from the cache or
 // built now.
 func (s *Stack) List(dir *Entry) (*Listing, error) {
-	if !dir.Stat.IsDir() {
+	if !dir.IsDir() {
 		return nil, unix.ENOTDIR
 	}
 	key := s.key + "\x00\x00" + dir.Path
@@ -67,19 +65,13 @@ func (s *Stack) build(dir *Entry) (*Listing, error) {
 	for _, li := range dir.chain {
 		layer := &s.layers[li]
 		interpret := !s.raw && !layer.Full
-		f, err := os.Open(s.backing(int(li), dir.Path))
+		des, err := readDir(s.backing(int(li), dir.Path))
 		if err != nil {
 			return nil, fmt.Errorf("reading layer %s: %w", short(layer.ID), err)
 		}
-		des, err := f.ReadDir(-1)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("reading layer %s: %w", short(layer.ID), err)
-		}
-		fd := int(f.Fd())
 		var whiteouts []string
 		for _, de := range des {
-			name := de.Name()
+			name := de.name
 			if interpret {
 				if layer.AUFS && strings.HasPrefix(name, WhiteoutPrefix) {
 					if !strings.HasPrefix(name, WhiteoutMetaPrefix) {
@@ -87,9 +79,9 @@ func (s *Stack) build(dir *Entry) (*Listing, error) {
 					}
 					continue
 				}
-				if de.Type() == fs.ModeDevice|fs.ModeCharDevice {
+				if de.typ == unix.S_IFCHR {
 					var st unix.Stat_t
-					if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Rdev == 0 {
+					if err := unix.Lstat(s.backing(int(li), join(dir.Path, name)), &st); err == nil && st.Rdev == 0 {
 						whiteouts = append(whiteouts, name)
 						continue
 					}
@@ -97,12 +89,11 @@ func (s *Stack) build(dir *Entry) (*Listing, error) {
 			}
 			p := state[name]
 			if p == nil {
-				e, err := s.newEntry(fd, int(li), dir.Path, name)
+				e, err := s.newEntry(int(li), dir.Path, de)
 				if err != nil {
-					f.Close()
 					return nil, err
 				}
-				p = &pending{e: e, open: e.Stat.IsDir()}
+				p = &pending{e: e, open: e.IsDir()}
 				if p.open {
 					e.chain = []int32{li}
 				}
@@ -111,14 +102,13 @@ func (s *Stack) build(dir *Entry) (*Listing, error) {
 				continue
 			}
 			if p.open {
-				if de.IsDir() {
+				if de.typ == unix.S_IFDIR {
 					p.e.chain = append(p.e.chain, li)
 				} else {
 					p.open = false
 				}
 			}
 		}
-		f.Close()
 		// A layer's whiteouts hide the layers below it, not its own files.
 		for _, w := range whiteouts {
 			if p := state[w]; p != nil {
@@ -137,29 +127,35 @@ func (s *Stack) build(dir *Entry) (*Listing, error) {
 				}
 			}
 		}
-		if len(e.chain) > 1 {
-			e.Stat.Nlink = 1 // as overlayfs: subdirectories of merged directories are not counted
-		}
 		e.chain = e.chain[:len(e.chain):len(e.chain)]
+		if st := e.stat.Load(); st != nil && len(e.chain) > 1 {
+			st.Nlink = 1 // read before the chain was known (override layers); not shared yet
+		}
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name < entries[j].Name })
 	return &Listing{Entries: entries}, nil
 }
 
-// newEntry lstats name in directory fd of layer li.
-func (s *Stack) newEntry(fd, li int, dirPath, name string) (*Entry, error) {
-	rel := name
-	if dirPath != "" {
-		rel = dirPath + "/" + name
+func join(dir, name string) string {
+	if dir == "" {
+		return name
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return nil, fmt.Errorf("layer %s: lstat %s: %w", short(s.layers[li].ID), rel, err)
+	return dir + "/" + name
+}
+
+// newEntry is the entry of name de in directory dirPath of layer li. Its
+// lstat data is read now only in a layer with override xattrs: they may
+// change the file type the listing shows.
+func (s *Stack) newEntry(li int, dirPath string, de dirent) (*Entry, error) {
+	e := &Entry{Name: de.name, Path: join(dirPath, de.name), Layer: li, Type: de.typ, Dev: s.dev[li], Ino: de.ino}
+	if !s.override[li] {
+		return e, nil
 	}
-	e := &Entry{Name: name, Path: rel, Layer: li, Stat: statFrom(&st)}
-	if s.override[li] {
-		applyOverride(&e.Stat, s.backing(li, rel))
+	st, err := s.Stat(e)
+	if err != nil {
+		return nil, err
 	}
+	e.Type = st.Mode & unix.S_IFMT
 	return e, nil
 }
 

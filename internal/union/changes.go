@@ -61,7 +61,7 @@ func (d *differ) dir(n, o *Entry, reported bool) (bool, error) {
 		return false, err
 	}
 	var ol *Listing
-	if o != nil && o.Stat.IsDir() {
+	if o != nil && o.IsDir() {
 		if ol, err = d.old.List(o); err != nil {
 			return false, err
 		}
@@ -86,7 +86,7 @@ func (d *differ) dir(n, o *Entry, reported bool) (bool, error) {
 				childReported = true
 			}
 		}
-		if !nc.Stat.IsDir() {
+		if !nc.IsDir() {
 			continue
 		}
 		if d.prune && oc != nil && !hasLayer(nc.chain, d.top) {
@@ -121,7 +121,14 @@ func hasLayer(chain []int32, li int32) bool {
 
 // differs compares a name present in both trees.
 func (d *differ) differs(n, o *Entry) (bool, error) {
-	a, b := &n.Stat, &o.Stat
+	a, err := d.cur.Stat(n)
+	if err != nil {
+		return false, err
+	}
+	b, err := d.old.Stat(o)
+	if err != nil {
+		return false, err
+	}
 	if a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid || a.Rdev != b.Rdev ||
 		!sameTime(a.Mtime, b.Mtime) || (b.Mode&unix.S_IFMT != unix.S_IFDIR && a.Size != b.Size) {
 		return true, nil

@@ -6,9 +6,10 @@
 // layers/<id>/diff/). Directory listings are merged lazily, one directory at
 // a time on first visit, and kept in a Cache shared by all stacks that
 // evicts the least recently used listings once a bound on the number of
-// cached entries is passed. Every Entry carries the lstat data of the file
-// that supplies it, so lookup, getattr and readdir never touch the disk once
-// a directory is indexed.
+// cached entries is passed. A listing is read with getdents alone: every
+// Entry knows its name, file type and backing inode from it, and its lstat
+// data is read on first use (Stack.Stat), so walking names (find, a
+// listing) costs what the kernel's overlayfs pays, not an lstat per entry.
 //
 // The package knows nothing about FUSE; nodes/rootfs*.go serves it.
 package union
@@ -57,13 +58,20 @@ type Entry struct {
 	Name  string // "" for the root
 	Path  string // relative to the root, no leading slash; "" for the root
 	Layer int    // index of the layer supplying the entry, 0 = base
-	Stat  Stat
+	// Type is the file type (the S_IFMT bits of st_mode); Dev and Ino
+	// identify the backing file. All three come with the listing.
+	Type     uint32
+	Dev, Ino uint64
 
+	stat atomic.Pointer[Stat] // set by Stack.Stat on first use
 	// chain lists, top first, the layers whose copies of this directory
 	// are merged into it (opaque markers and whiteouts applied).
 	chain []int32
 	xattr atomic.Pointer[xattrSet]
 }
+
+// IsDir reports whether the entry is a directory.
+func (e *Entry) IsDir() bool { return e.Type == unix.S_IFDIR }
 
 // Merged reports how many layers contribute to a directory (0 for others).
 func (e *Entry) Merged() int { return len(e.chain) }
@@ -74,8 +82,9 @@ var ErrUnreadable = errors.New("layer directory not readable")
 
 // Stack is the merged view of ordered layers.
 type Stack struct {
-	layers   []Layer // base first
-	override []bool  // layer stores user.containers.override_stat
+	layers   []Layer  // base first
+	dev      []uint64 // st_dev of each layer directory
+	override []bool   // layer stores user.containers.override_stat
 	raw      bool    // show the one layer exactly as stored
 	key      string  // cache key prefix
 	cache    *Cache
@@ -109,7 +118,9 @@ func (s *Stack) init() error {
 		s.cache = NewCache(0)
 	}
 	s.override = make([]bool, len(s.layers))
-	root := &Entry{Layer: len(s.layers) - 1}
+	s.dev = make([]uint64, len(s.layers))
+	root := &Entry{Layer: len(s.layers) - 1, Type: unix.S_IFDIR}
+	var rootStat Stat
 	for i, l := range s.layers {
 		var st unix.Stat_t
 		if err := unix.Lstat(l.Path, &st); err != nil {
@@ -122,28 +133,50 @@ func (s *Stack) init() error {
 			_, err := unix.Lgetxattr(l.Path, OverrideXattr, nil)
 			s.override[i] = err == nil
 		}
+		s.dev[i] = st.Dev
 		if i == len(s.layers)-1 {
-			root.Stat = statFrom(&st)
+			rootStat = statFrom(&st)
+			root.Dev, root.Ino = st.Dev, st.Ino
 		}
 	}
+	s.root = root
 	if len(s.layers) == 0 {
 		root.Layer = -1
-		root.Stat = Stat{Mode: unix.S_IFDIR | 0o755, Nlink: 2}
-		s.root = root
+		root.stat.Store(&Stat{Mode: unix.S_IFDIR | 0o755, Nlink: 2})
 		return nil
 	}
 	for i := len(s.layers) - 1; i >= 0; i-- {
 		root.chain = append(root.chain, int32(i))
 	}
-	top := len(s.layers) - 1
-	if s.override[top] {
-		applyOverride(&root.Stat, s.layers[top].Path)
-	}
-	if len(root.chain) > 1 {
-		root.Stat.Nlink = 1 // overlayfs does not count the subdirectories of merged directories
-	}
-	s.root = root
+	s.finish(root, &rootStat)
 	return nil
+}
+
+// Stat returns the lstat data entry e shows: read from its backing file on
+// first use, with user.containers.override_stat applied.
+func (s *Stack) Stat(e *Entry) (*Stat, error) {
+	if st := e.stat.Load(); st != nil {
+		return st, nil
+	}
+	var raw unix.Stat_t
+	if err := unix.Lstat(s.BackingPath(e), &raw); err != nil {
+		return nil, fmt.Errorf("layer %s: lstat %s: %w", short(s.layers[e.Layer].ID), e.Path, err)
+	}
+	st := statFrom(&raw)
+	return s.finish(e, &st), nil
+}
+
+// finish completes lstat data st of e and keeps it (a racing first use
+// keeps equal data).
+func (s *Stack) finish(e *Entry, st *Stat) *Stat {
+	if s.override[e.Layer] {
+		applyOverride(st, s.BackingPath(e))
+	}
+	if len(e.chain) > 1 {
+		st.Nlink = 1 // overlayfs does not count the subdirectories of merged directories
+	}
+	e.stat.Store(st)
+	return st
 }
 
 // Root is the entry of the top directory.
@@ -187,7 +220,7 @@ func (s *Stack) LookupPath(rel string) (*Entry, error) {
 		return e, nil
 	}
 	for _, c := range splitPath(rel) {
-		if !e.Stat.IsDir() {
+		if !e.IsDir() {
 			return nil, nil
 		}
 		child, err := s.Lookup(e, c)
@@ -233,7 +266,7 @@ func statFrom(st *unix.Stat_t) Stat {
 
 // Readlink returns the target of symlink e as stored.
 func (s *Stack) Readlink(e *Entry) (string, error) {
-	if e.Stat.Mode&unix.S_IFMT != unix.S_IFLNK {
+	if e.Type != unix.S_IFLNK {
 		return "", unix.EINVAL
 	}
 	return os.Readlink(s.BackingPath(e))

@@ -20,6 +20,16 @@ import (
 	"github.com/imagefs/imagefs/internal/union/uniontest"
 )
 
+// stat is s.Stat(e), failing the test on an error.
+func stat(t *testing.T, s *union.Stack, e *union.Entry) *union.Stat {
+	t.Helper()
+	st, err := s.Stat(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // walkStack records the union through the union API, as treecmp would
 // through a mount of it.
 func walkStack(t *testing.T, s *union.Stack) *treecmp.Tree {
@@ -27,7 +37,10 @@ func walkStack(t *testing.T, s *union.Stack) *treecmp.Tree {
 	tree := treecmp.NewTree()
 	var walk func(e *union.Entry)
 	walk = func(e *union.Entry) {
-		st := &e.Stat
+		st := stat(t, s, e)
+		if e.Type != st.Mode&unix.S_IFMT || e.Ino != st.Ino || e.Dev != st.Dev {
+			t.Errorf("%s: listing says type %o, inode %d:%d; lstat %o, %d:%d", e.Path, e.Type, e.Dev, e.Ino, st.Mode&unix.S_IFMT, st.Dev, st.Ino)
+		}
 		n := &treecmp.Node{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Size: st.Size, Nlink: uint64(st.Nlink),
 			Mtime: st.Mtime, Rdev: st.Rdev, Dev: st.Dev, Ino: st.Ino}
 		tree.Nodes[e.Path] = n
@@ -178,23 +191,23 @@ func TestMergeRules(t *testing.T) {
 					t.Errorf("%s: layer %v, want %d", p, e, want)
 				}
 			}
-			if e := lookup(t, s, "swapdir"); e.Stat.Mode&unix.S_IFMT != unix.S_IFREG {
-				t.Errorf("swapdir mode %o, want a file", e.Stat.Mode)
+			if e := lookup(t, s, "swapdir"); stat(t, s, e).Mode&unix.S_IFMT != unix.S_IFREG {
+				t.Errorf("swapdir mode %o, want a file", stat(t, s, e).Mode)
 			}
-			if e := lookup(t, s, "swapfile"); !e.Stat.IsDir() {
-				t.Errorf("swapfile mode %o, want a dir", e.Stat.Mode)
+			if e := lookup(t, s, "swapfile"); !e.IsDir() {
+				t.Errorf("swapfile mode %o, want a dir", stat(t, s, e).Mode)
 			}
-			if e := lookup(t, s, "merged/a"); e.Stat.Nlink != 1 || e.Merged() != 3 {
-				t.Errorf("merged/a nlink %d from %d layers; want nlink 1 (overlayfs) from 3", e.Stat.Nlink, e.Merged())
+			if e := lookup(t, s, "merged/a"); stat(t, s, e).Nlink != 1 || e.Merged() != 3 {
+				t.Errorf("merged/a nlink %d from %d layers; want nlink 1 (overlayfs) from 3", stat(t, s, e).Nlink, e.Merged())
 			}
 			if e := lookup(t, s, "opq"); e.Merged() != 1 {
 				t.Errorf("opaque dir merges %d layers", e.Merged())
 			}
-			if e := lookup(t, s, "bin/hard1"); e.Stat.Nlink != 3 {
-				t.Errorf("hard1 nlink %d, want 3 as stored", e.Stat.Nlink)
+			if e := lookup(t, s, "bin/hard1"); stat(t, s, e).Nlink != 3 {
+				t.Errorf("hard1 nlink %d, want 3 as stored", stat(t, s, e).Nlink)
 			}
-			if e := lookup(t, s, "dev/sda"); e.Stat.Rdev != unix.Mkdev(8, 0) || e.Stat.Mode != unix.S_IFBLK|0o660 {
-				t.Errorf("dev/sda: mode %o rdev %x", e.Stat.Mode, e.Stat.Rdev)
+			if e := lookup(t, s, "dev/sda"); stat(t, s, e).Rdev != unix.Mkdev(8, 0) || stat(t, s, e).Mode != unix.S_IFBLK|0o660 {
+				t.Errorf("dev/sda: mode %o rdev %x", stat(t, s, e).Mode, stat(t, s, e).Rdev)
 			}
 			e := lookup(t, s, "etc/passwd")
 			if v, err := s.GetXattr(e, "user.origin"); err != unix.ENODATA {
@@ -232,22 +245,22 @@ func TestOverrideStat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := s.Root().Stat; st.Mode != unix.S_IFDIR|0o555 {
+	if st := stat(t, s, s.Root()); st.Mode != unix.S_IFDIR|0o555 {
 		t.Errorf("root mode %o, want dir 0555", st.Mode)
 	}
 	f := lookup(t, s, "f")
-	if f.Stat.Uid != 12 || f.Stat.Gid != 34 || f.Stat.Mode != unix.S_IFREG|0o4755 {
-		t.Errorf("f: %d:%d %o", f.Stat.Uid, f.Stat.Gid, f.Stat.Mode)
+	if stat(t, s, f).Uid != 12 || stat(t, s, f).Gid != 34 || stat(t, s, f).Mode != unix.S_IFREG|0o4755 {
+		t.Errorf("f: %d:%d %o", stat(t, s, f).Uid, stat(t, s, f).Gid, stat(t, s, f).Mode)
 	}
 	if x, _ := s.ListXattr(f); strings.Join(x, ",") != "user.kept" {
 		t.Errorf("f xattrs %v, want only user.kept", x)
 	}
 	d := lookup(t, s, "dev-as-file")
-	if d.Stat.Mode != unix.S_IFCHR|0o620 || d.Stat.Rdev != unix.Mkdev(4, 64) || d.Stat.Gid != 5 {
-		t.Errorf("dev-as-file: mode %o rdev %x gid %d", d.Stat.Mode, d.Stat.Rdev, d.Stat.Gid)
+	if stat(t, s, d).Mode != unix.S_IFCHR|0o620 || stat(t, s, d).Rdev != unix.Mkdev(4, 64) || stat(t, s, d).Gid != 5 {
+		t.Errorf("dev-as-file: mode %o rdev %x gid %d", stat(t, s, d).Mode, stat(t, s, d).Rdev, stat(t, s, d).Gid)
 	}
-	if p := lookup(t, s, "plain"); p.Stat.Mode != unix.S_IFREG|0o640 {
-		t.Errorf("plain (no override) mode %o", p.Stat.Mode)
+	if p := lookup(t, s, "plain"); stat(t, s, p).Mode != unix.S_IFREG|0o640 {
+		t.Errorf("plain (no override) mode %o", stat(t, s, p).Mode)
 	}
 }
 
@@ -260,7 +273,7 @@ func TestRaw(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := lookup(t, s, "etc/group")
-	if g == nil || g.Stat.Mode&unix.S_IFMT != unix.S_IFCHR || g.Stat.Rdev != 0 {
+	if g == nil || stat(t, s, g).Mode&unix.S_IFMT != unix.S_IFCHR || stat(t, s, g).Rdev != 0 {
 		t.Fatalf("whiteout etc/group not shown as a 0/0 char device: %+v", g)
 	}
 	o := lookup(t, s, "opq")
