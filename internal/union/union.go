@@ -85,8 +85,8 @@ type Stack struct {
 	layers   []Layer  // base first
 	dev      []uint64 // st_dev of each layer directory
 	override []bool   // layer stores user.containers.override_stat
-	raw      bool    // show the one layer exactly as stored
-	key      string  // cache key prefix
+	raw      bool     // show the one layer exactly as stored
+	key      string   // cache key prefix
 	cache    *Cache
 	root     *Entry
 }
