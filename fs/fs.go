@@ -99,7 +99,6 @@ func Mount(mountpoint string, store nodes.Store, o Options) (*Server, error) {
 	if nopts.Log == nil {
 		nopts.Log = logger
 	}
-	nopts.Debug = nopts.Debug || o.Debug
 	root := nodes.NewRoot(store, nopts)
 
 	fopts := fuseOptions(o, logger)

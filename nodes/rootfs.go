@@ -30,7 +30,6 @@ type Rootfs struct {
 	store Store
 	cache *union.Cache
 	log   *log.Logger
-	debug bool
 
 	files backingFiles // layer files kept open between reads
 
@@ -49,9 +48,6 @@ type RootfsOptions struct {
 	// CacheEntries bounds the merged directory listings kept in memory,
 	// counted in entries (union.DefaultCacheEntries when 0).
 	CacheEntries int
-	// Debug logs how file content is served (FUSE passthrough or reads
-	// through imagefs) and every fallback.
-	Debug bool
 	// Log receives refusals, fallbacks and errors; nil is log.Default().
 	Log *log.Logger
 }
@@ -66,7 +62,6 @@ func NewRootfs(store Store, o RootfsOptions) *Rootfs {
 		store:   store,
 		cache:   union.NewCache(o.CacheEntries),
 		log:     l,
-		debug:   o.Debug,
 		changes: make(map[string]*changeSet),
 		mounts:  make(map[string]string),
 	}

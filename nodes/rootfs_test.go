@@ -122,7 +122,7 @@ func mountRootfs(t *testing.T, store *rootfsFakeStore, logw io.Writer) (string, 
 		logw = io.Discard
 	}
 	logger := log.New(logw, "", 0)
-	root := &rootfsTestRoot{r: NewRootfs(store, RootfsOptions{Log: logger, Debug: true}), store: store}
+	root := &rootfsTestRoot{r: NewRootfs(store, RootfsOptions{Log: logger}), store: store}
 	rootfsTestRoots[mnt] = root
 	// NullPermissions: show mode 0 as stored (/etc/shadow is 0000 in
 	// many images); go-fuse would otherwise turn it into 0644.

@@ -44,9 +44,6 @@ type Options struct {
 	// that never change while their image or layer exists (config, an
 	// image's layers/); DefaultImmutableTimeout when 0.
 	ImmutableTimeout time.Duration
-	// Debug logs how rootfs/ serves file content (FUSE passthrough or
-	// reads through imagefs) and every fallback.
-	Debug bool
 	// RootfsCacheEntries bounds the merged rootfs/ directory listings kept
 	// in memory, counted in entries (union.DefaultCacheEntries when 0).
 	RootfsCacheEntries int
@@ -93,7 +90,7 @@ func newTree(store Store, o Options) *tree {
 	if t.immutableTimeout == 0 {
 		t.immutableTimeout = DefaultImmutableTimeout
 	}
-	t.rootfs = NewRootfs(store, RootfsOptions{Log: t.log, Debug: o.Debug, CacheEntries: o.RootfsCacheEntries})
+	t.rootfs = NewRootfs(store, RootfsOptions{Log: t.log, CacheEntries: o.RootfsCacheEntries})
 	return t
 }
 
