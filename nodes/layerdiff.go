@@ -58,6 +58,7 @@ func (r *Rootfs) layerChain(layerID string) ([]union.Layer, error) {
 func (r *Rootfs) LayerDiff(ctx context.Context, parent *fusefs.Inode, layerID string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	if ch := parent.GetChild("diff"); ch != nil {
 		if n, ok := ch.Operations().(*rootfsDir); ok {
+			r.track(n.tree)
 			return n.entryOut(ch, out)
 		}
 	}
@@ -70,6 +71,8 @@ func (r *Rootfs) LayerDiff(ctx context.Context, parent *fusefs.Inode, layerID st
 		return nil, r.layerErrno("diff", layerID, err)
 	}
 	t := &rootfsTree{r: r, stack: st, all: st.Layers(), key: "l" + layerID, noLayerXattrs: true}
+	t.attach(parent, "diff")
+	r.track(t)
 	return t.newInode(ctx, parent, st.Root(), out)
 }
 

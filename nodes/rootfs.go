@@ -39,8 +39,13 @@ type Rootfs struct {
 	lastFileLookup atomic.Int64 // UnixNano
 
 	mu      sync.Mutex
-	changes map[string]*changeSet // what each layer changes, computed once per layer
-	mounts  map[string]string     // image ID → fallback mount directory
+	changes map[string]*changeSet    // what each layer changes, computed once per layer
+	mounts  map[string]string        // image ID → fallback mount directory
+	trees   map[*rootfsTree]struct{} // trees the kernel knows, for eviction (rootfs_evict.go)
+
+	maxInodes int64        // RootfsOptions.MaxInodes
+	live      atomic.Int64 // rootfs/ and diff/ inodes the kernel knows
+	evicting  atomic.Bool
 }
 
 // RootfsOptions configure a Rootfs.
@@ -48,6 +53,10 @@ type RootfsOptions struct {
 	// CacheEntries bounds the merged directory listings kept in memory,
 	// counted in entries (union.DefaultCacheEntries when 0).
 	CacheEntries int
+	// MaxInodes bounds the rootfs/ and diff/ entries the kernel is left
+	// knowing, each with its server-side state (DefaultMaxInodes when 0;
+	// rootfs_evict.go).
+	MaxInodes int
 	// Log receives refusals, fallbacks and errors; nil is log.Default().
 	Log *log.Logger
 }
@@ -58,12 +67,18 @@ func NewRootfs(store Store, o RootfsOptions) *Rootfs {
 	if l == nil {
 		l = log.Default()
 	}
+	if o.MaxInodes <= 0 {
+		o.MaxInodes = DefaultMaxInodes
+	}
 	return &Rootfs{
 		store:   store,
 		cache:   union.NewCache(o.CacheEntries),
 		log:     l,
 		changes: make(map[string]*changeSet),
 		mounts:  make(map[string]string),
+		trees:   make(map[*rootfsTree]struct{}),
+
+		maxInodes: int64(o.MaxInodes),
 	}
 }
 
@@ -77,6 +92,7 @@ func (r *Rootfs) ImageRootfs(ctx context.Context, parent *fusefs.Inode, imageID 
 	}
 	if ch := parent.GetChild("rootfs"); ch != nil {
 		if n, ok := ch.Operations().(*rootfsDir); ok {
+			r.track(n.tree)
 			return n.entryOut(ch, out)
 		}
 	}
@@ -88,6 +104,8 @@ func (r *Rootfs) ImageRootfs(ctx context.Context, parent *fusefs.Inode, imageID 
 		r.log.Printf("rootfs: image %s: %v", rootfsShort(imageID), err)
 		return nil, syscall.EIO
 	}
+	t.attach(parent, "rootfs")
+	r.track(t)
 	return t.newInode(ctx, parent, t.stack.Root(), out)
 }
 
@@ -125,6 +143,7 @@ type rootfsTree struct {
 	// noLayerXattrs: user.imagefs.layer* are not answered (diff/, and
 	// fallback mounts, where the supplying layer is unknown).
 	noLayerXattrs bool
+	treeState
 }
 
 // rootfsNode is what every node under rootfs/ and diff/ shares: the entry
@@ -177,7 +196,11 @@ func (t *rootfsTree) newInode(ctx context.Context, parent *fusefs.Inode, e *unio
 		return nil, errno
 	}
 	setRootfsTimeouts(out)
-	return parent.NewInode(ctx, ops, fusefs.StableAttr{Mode: e.Type, Ino: t.ino(e)}), 0
+	in := parent.NewInode(ctx, ops, fusefs.StableAttr{Mode: e.Type, Ino: t.ino(e)})
+	if in.Operations() == ops { // not a hardlink's inode known already
+		t.grew()
+	}
+	return in, 0
 }
 
 // entryOut answers a lookup of node n, known to the kernel as ino.

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -115,14 +116,18 @@ var rootfsTestRoots = map[string]*rootfsTestRoot{}
 
 func mountRootfs(t *testing.T, store *rootfsFakeStore, logw io.Writer) (string, *fuse.Server) {
 	t.Helper()
-	testenv.RequireFUSE(t)
-	mnt := t.TempDir()
-	testenv.NoMountsLeft(t, mnt)
 	if logw == nil {
 		logw = io.Discard
 	}
-	logger := log.New(logw, "", 0)
-	root := &rootfsTestRoot{r: NewRootfs(store, RootfsOptions{Log: logger}), store: store}
+	return mountRootfsWith(t, store, RootfsOptions{Log: log.New(logw, "", 0)})
+}
+
+func mountRootfsWith(t *testing.T, store *rootfsFakeStore, o RootfsOptions) (string, *fuse.Server) {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	mnt := t.TempDir()
+	testenv.NoMountsLeft(t, mnt)
+	root := &rootfsTestRoot{r: NewRootfs(store, o), store: store}
 	rootfsTestRoots[mnt] = root
 	// NullPermissions: show mode 0 as stored (/etc/shadow is 0000 in
 	// many images); go-fuse would otherwise turn it into 0644.
@@ -483,6 +488,50 @@ func TestListingsWithoutFileAttrs(t *testing.T) {
 	readNames("b")
 	if got := strings.Join(known("b"), " "); got != "g1 sub" {
 		t.Errorf("after a file lookup, listing b/ made inodes for %q, want g1 and sub", got)
+	}
+}
+
+// TestEvictionBoundsInodes: past MaxInodes, the tree that grew least
+// recently is dropped from the kernel's cache (its inodes forgotten, our
+// state for them freed), and reads back the same afterwards.
+func TestEvictionBoundsInodes(t *testing.T) {
+	testenv.RequireFUSE(t)
+	const files, max = 30, 40
+	l := uniontest.NewLayer(t, t.TempDir(), "l0", false)
+	for i := range files {
+		l.File(fmt.Sprintf("d/f%02d", i), fmt.Sprint(i), 0o644)
+	}
+	store := newRootfsFakeStore([]union.Layer{{ID: "l0", Path: l.Dir}}, false)
+	mnt, _ := mountRootfsWith(t, store, RootfsOptions{Log: log.New(io.Discard, "", 0), MaxInodes: max})
+	root := rootfsTestRoots[mnt]
+	statAll := func(tree string) {
+		for i := range files {
+			if _, err := os.Lstat(filepath.Join(mnt, tree, fmt.Sprintf("d/f%02d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	statAll("rootfs")
+	if n := root.r.live.Load(); n != files+2 {
+		t.Fatalf("after a walk of rootfs/, %d inodes live, want %d", n, files+2)
+	}
+	statAll("diff-0") // the same layer seen raw: a second tree, past the bound
+	deadline := time.Now().Add(5 * time.Second)
+	for root.GetChild("rootfs") != nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if root.GetChild("rootfs") != nil {
+		t.Fatalf("rootfs/ still known 5s after the bound (%d) was passed: %d inodes live", max, root.r.live.Load())
+	}
+	if n := root.r.live.Load(); n > max {
+		t.Errorf("%d inodes live after eviction, bound %d", n, max)
+	}
+	if root.GetChild("diff-0") == nil {
+		t.Error("the newest tree was evicted")
+	}
+	got, err := os.ReadFile(filepath.Join(mnt, "rootfs/d/f07"))
+	if err != nil || string(got) != "7" {
+		t.Errorf("rootfs/d/f07 after eviction: %q, %v", got, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -129,6 +130,7 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 	}
 	defer signal.Stop(sigs)
 	storageLogs := routeStorageLogs(logger, mf.debug)
+	limitMemory()
 
 	if err := fs.CheckMountpoint(mountpoint); err != nil {
 		return err
@@ -303,6 +305,19 @@ func describeStore(mf *mountFlags) string {
 		parts = append([]string{"podman's default"}, parts...)
 	}
 	return "image store (" + strings.Join(parts, ", ") + ")"
+}
+
+// serverMemoryLimit is the Go heap size past which the serving process
+// collects garbage harder. What it keeps live is bounded (the index, the
+// listing cache, the inodes the kernel knows: nodes/rootfs_evict.go);
+// without a limit the collector lets the heap grow to twice that before
+// it runs, and the process keeps the pages. GOMEMLIMIT overrides it.
+const serverMemoryLimit = 224 << 20
+
+func limitMemory() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(serverMemoryLimit)
+	}
 }
 
 func startCPUProfile(path string) (func(), error) {
