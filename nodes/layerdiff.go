@@ -56,11 +56,8 @@ func (r *Rootfs) layerChain(layerID string) ([]union.Layer, error) {
 // devices, ".wh." files and opaque markers shown, not applied. For vfs
 // layers that directory holds the whole tree (docs/ROOTFS.md).
 func (r *Rootfs) LayerDiff(ctx context.Context, parent *fusefs.Inode, layerID string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	if ch := parent.GetChild("diff"); ch != nil {
-		if n, ok := ch.Operations().(*rootfsDir); ok {
-			r.track(n.tree)
-			return n.entryOut(ch, out)
-		}
+	if in, ok, errno := r.knownRoot(parent, "diff", out); ok {
+		return in, errno
 	}
 	chain, err := r.layerChain(layerID)
 	if err != nil {
@@ -71,9 +68,7 @@ func (r *Rootfs) LayerDiff(ctx context.Context, parent *fusefs.Inode, layerID st
 		return nil, r.layerErrno("diff", layerID, err)
 	}
 	t := &rootfsTree{r: r, stack: st, all: st.Layers(), key: "l" + layerID, noLayerXattrs: true}
-	t.attach(parent, "diff")
-	r.track(t)
-	return t.newInode(ctx, parent, st.Root(), out)
+	return r.newRoot(ctx, parent, "diff", t, out)
 }
 
 func (r *Rootfs) layerErrno(what, layerID string, err error) syscall.Errno {

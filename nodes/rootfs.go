@@ -90,11 +90,8 @@ func (r *Rootfs) ImageRootfs(ctx context.Context, parent *fusefs.Inode, imageID 
 	if img == nil || img.IsList {
 		return nil, syscall.ENOENT
 	}
-	if ch := parent.GetChild("rootfs"); ch != nil {
-		if n, ok := ch.Operations().(*rootfsDir); ok {
-			r.track(n.tree)
-			return n.entryOut(ch, out)
-		}
+	if in, ok, errno := r.knownRoot(parent, "rootfs", out); ok {
+		return in, errno
 	}
 	t, err := r.imageTree(img)
 	if errors.Is(err, storageview.ErrNotFound) {
@@ -104,7 +101,28 @@ func (r *Rootfs) ImageRootfs(ctx context.Context, parent *fusefs.Inode, imageID 
 		r.log.Printf("rootfs: image %s: %v", rootfsShort(imageID), err)
 		return nil, syscall.EIO
 	}
-	t.attach(parent, "rootfs")
+	return r.newRoot(ctx, parent, "rootfs", t, out)
+}
+
+// knownRoot answers the lookup of tree root name (rootfs, diff) under
+// parent when the kernel knows it already.
+func (r *Rootfs) knownRoot(parent *fusefs.Inode, name string, out *fuse.EntryOut) (*fusefs.Inode, bool, syscall.Errno) {
+	ch := parent.GetChild(name)
+	if ch == nil {
+		return nil, false, 0
+	}
+	n, ok := ch.Operations().(*rootfsDir)
+	if !ok {
+		return nil, false, 0
+	}
+	r.track(n.tree) // again, if it was evicted while a process stayed inside
+	in, errno := n.entryOut(ch, out)
+	return in, true, errno
+}
+
+// newRoot makes the root of t the child name of parent.
+func (r *Rootfs) newRoot(ctx context.Context, parent *fusefs.Inode, name string, t *rootfsTree, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	t.parent, t.name = parent, name
 	r.track(t)
 	return t.newInode(ctx, parent, t.stack.Root(), out)
 }

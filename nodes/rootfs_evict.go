@@ -33,13 +33,7 @@ type treeState struct {
 	lastGrown atomic.Int64  // UnixNano of its newest inode
 }
 
-// attach records where t is mounted in the tree, so it can be evicted.
-func (t *rootfsTree) attach(parent *fusefs.Inode, name string) {
-	t.parent, t.name = parent, name
-}
-
-// track (re)registers t for eviction: a tree once evicted whose root the
-// kernel kept (a process inside it) is tracked again when looked up.
+// track registers t for eviction (Rootfs.newRoot, knownRoot).
 func (r *Rootfs) track(t *rootfsTree) {
 	r.mu.Lock()
 	r.trees[t] = struct{}{}
