@@ -256,10 +256,18 @@ var _ = (fusefs.NodeLookuper)((*rootfsDir)(nil))
 // asking for a file's attributes here is what makes listings carry them
 // (see rootfsListHandle.Lookup).
 func (d *rootfsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return d.lookup(ctx, name, out, true)
+	e, errno := d.entry(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	if !e.IsDir() {
+		d.tree.r.attrsWanted()
+	}
+	return d.child(ctx, e, out)
 }
 
-func (d *rootfsDir) lookup(ctx context.Context, name string, out *fuse.EntryOut, fromKernel bool) (*fusefs.Inode, syscall.Errno) {
+// entry is the merged listing's entry called name.
+func (d *rootfsDir) entry(name string) (*union.Entry, syscall.Errno) {
 	e, err := d.tree.stack.Lookup(d.ent, name)
 	if err != nil {
 		return nil, d.tree.errno("lookup", d.ent.Path+"/"+name, err)
@@ -267,10 +275,12 @@ func (d *rootfsDir) lookup(ctx context.Context, name string, out *fuse.EntryOut,
 	if e == nil {
 		return nil, syscall.ENOENT
 	}
-	if fromKernel && !e.IsDir() {
-		d.tree.r.attrsWanted()
-	}
-	if ch := d.GetChild(name); ch != nil {
+	return e, 0
+}
+
+// child is the inode of entry e of the directory.
+func (d *rootfsDir) child(ctx context.Context, e *union.Entry, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if ch := d.GetChild(e.Name); ch != nil {
 		if n, ok := ch.Operations().(interface{ node() *rootfsNode }); ok && n.node().ent.Ino == e.Ino {
 			return n.node().entryOut(ch, out)
 		}
@@ -324,14 +334,14 @@ var _ = (fusefs.FileLookuper)((*rootfsListHandle)(nil))
 // READDIRPLUS_AUTO, per directory; we cannot see its choice, so the mount
 // follows what its clients did last.
 func (h *rootfsListHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	e, err := h.dir.tree.stack.Lookup(h.dir.ent, name)
-	if err != nil || e == nil {
-		return nil, syscall.ENOENT
+	e, errno := h.dir.entry(name)
+	if errno != 0 {
+		return nil, errno
 	}
 	if !e.IsDir() && !h.dir.tree.r.wantsAttrs() {
 		return nil, syscall.EAGAIN // no attributes: the kernel keeps the name only
 	}
-	return h.dir.lookup(ctx, name, out, false)
+	return h.dir.child(ctx, e, out)
 }
 
 var _ = (fusefs.FileReaddirenter)((*rootfsListHandle)(nil))

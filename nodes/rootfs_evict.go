@@ -11,6 +11,7 @@ package nodes
 // lookup, from the listing cache.
 
 import (
+	"cmp"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -68,22 +69,26 @@ func (n *rootfsNode) OnForget() {
 // inside an operation on the same directory (notify.go).
 func (r *Rootfs) evict() {
 	defer r.evicting.Store(false)
+	type candidate struct {
+		t         *rootfsTree
+		lastGrown int64
+	}
 	r.mu.Lock()
-	trees := make([]*rootfsTree, 0, len(r.trees))
+	trees := make([]candidate, 0, len(r.trees))
 	for t := range r.trees {
-		trees = append(trees, t)
+		trees = append(trees, candidate{t, t.lastGrown.Load()})
 	}
 	r.mu.Unlock()
-	slices.SortFunc(trees, func(a, b *rootfsTree) int { return int(a.lastGrown.Load() - b.lastGrown.Load()) })
+	slices.SortFunc(trees, func(a, b candidate) int { return cmp.Compare(a.lastGrown, b.lastGrown) })
 	excess := r.live.Load() - r.maxInodes*3/4
-	for _, t := range trees[:max(len(trees)-1, 0)] { // never the newest
+	for _, c := range trees[:max(len(trees)-1, 0)] { // never the newest
 		if excess <= 0 {
 			break
 		}
-		excess -= t.live.Load()
+		excess -= c.t.live.Load()
 		r.mu.Lock()
-		delete(r.trees, t)
+		delete(r.trees, c.t)
 		r.mu.Unlock()
-		t.parent.NotifyEntry(t.name)
+		c.t.parent.NotifyEntry(c.t.name)
 	}
 }
