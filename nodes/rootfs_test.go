@@ -465,14 +465,22 @@ func TestListingsWithoutFileAttrs(t *testing.T) {
 		sort.Strings(names)
 		return names
 	}
-	readNames := func(dir string) {
-		if _, err := os.ReadDir(filepath.Join(mnt, "rootfs", dir)); err != nil {
+	readNames := func(dir string) string {
+		ents, err := os.ReadDir(filepath.Join(mnt, "rootfs", dir))
+		if err != nil {
 			t.Fatal(err)
 		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name()+":"+e.Type().String())
+		}
+		return strings.Join(names, " ")
 	}
 
 	readNames("")
-	readNames("a")
+	if got, want := readNames("a"), "f1:---------- f2:---------- sub:d---------"; got != want {
+		t.Errorf("a/ lists %q, want %q", got, want)
+	}
 	if got := strings.Join(known("a"), " "); got != "sub" {
 		t.Errorf("after listing a/, the server keeps inodes for %q, want only the directory sub", got)
 	}
