@@ -4,11 +4,11 @@ package nodes
 // entry the kernel knows has a go-fuse inode and its lstat data here
 // (about 0.6 KiB), and the kernel lets go of them only when it drops its
 // dentries — with gigabytes free it never does, so a walk through every
-// image would keep every entry it touched. Past RootfsOptions.MaxInodes, the trees
-// that grew least recently are dropped from the kernel's cache as a
-// whole (NotifyEntry of their rootfs/ or diff/ entry: the kernel drops
-// every unused dentry below and sends FORGET), and come back on the next
-// lookup, from the listing cache.
+// image would keep every entry it touched. Past RootfsOptions.MaxInodes,
+// the trees that grew least recently are dropped from the kernel's cache
+// as a whole (NotifyEntry of their rootfs/ or diff/ entry: the kernel
+// drops every unused dentry below and sends FORGET), and come back on the
+// next lookup, from the listing cache.
 
 import (
 	"cmp"
