@@ -1,6 +1,7 @@
 package union
 
 import (
+	"bytes"
 	"encoding/binary"
 	"unsafe"
 
@@ -60,40 +61,17 @@ func parseDirents(b []byte, out []dirent) []dirent {
 		rec := b[:reclen]
 		b = b[reclen:]
 		name := rec[direntNameOff:]
-		for i, c := range name {
-			if c == 0 {
-				name = name[:i]
-				break
-			}
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
 		}
 		if string(name) == "." || string(name) == ".." {
 			continue
 		}
 		out = append(out, dirent{
 			name: string(name),
-			typ:  dtToMode(rec[18]),
+			typ:  uint32(rec[18]) << 12, // DTTOIF: d_type is st_mode's S_IFMT bits >> 12
 			ino:  binary.NativeEndian.Uint64(rec[0:8]),
 		})
 	}
 	return out
-}
-
-func dtToMode(dt byte) uint32 {
-	switch dt {
-	case unix.DT_REG:
-		return unix.S_IFREG
-	case unix.DT_DIR:
-		return unix.S_IFDIR
-	case unix.DT_LNK:
-		return unix.S_IFLNK
-	case unix.DT_CHR:
-		return unix.S_IFCHR
-	case unix.DT_BLK:
-		return unix.S_IFBLK
-	case unix.DT_FIFO:
-		return unix.S_IFIFO
-	case unix.DT_SOCK:
-		return unix.S_IFSOCK
-	}
-	return 0
 }
