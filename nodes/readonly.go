@@ -98,11 +98,6 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	return d.refuse("rename", name+" -> "+newName)
 }
 
-// writeFlags reports whether open flags ask to change the file.
-func writeFlags(flags uint32) bool {
-	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
-}
-
 // refuse logs a refused change of this node (or of its child name) and
 // returns EROFS.
 func (n *node) refuse(op, name string) syscall.Errno {
