@@ -2,6 +2,7 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -191,7 +192,7 @@ func TestMountShowsTreeAndOptions(t *testing.T) {
 		t.Errorf("mount is %s from %s, want fuse.imagefs from imagefs", m.FSType, m.Source)
 	}
 	opts := mountOptions(t, mp)
-	for _, want := range []string{"nosuid", "nodev", "default_permissions"} {
+	for _, want := range []string{"nosuid", "nodev", "default_permissions", fmt.Sprintf("max_read=%d", MaxRead)} {
 		if !strings.Contains(","+opts+",", ","+want+",") {
 			t.Errorf("mount options %q lack %s", opts, want)
 		}
