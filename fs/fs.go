@@ -41,9 +41,10 @@ const (
 
 // MaxRead is the largest READ the kernel sends (go-fuse's MaxWrite sets
 // max_read and max_pages too). 256 KiB rather than go-fuse's 128 KiB
-// halves the requests of a large-file read: the server's CPU for a cold
-// 56 MB read went from 20 to 15 ms (docs/PERFORMANCE.md). Larger costs
-// memory, since every request buffer is this big: 1 MiB added 12 MB RSS.
+// halves the requests of a large-file read: serving 56 MB the kernel
+// does not have cached took 15 ms of CPU instead of 20 (docs/PERFORMANCE.md).
+// Larger costs memory, since every request buffer is this big: 1 MiB
+// added 12 MB of RSS.
 const MaxRead = 256 << 10
 
 // Options are the mount options of an imagefs mount.
