@@ -191,8 +191,8 @@ func TestMergeRules(t *testing.T) {
 					t.Errorf("%s: layer %v, want %d", p, e, want)
 				}
 			}
-			if e := lookup(t, s, "swapdir"); stat(t, s, e).Mode&unix.S_IFMT != unix.S_IFREG {
-				t.Errorf("swapdir mode %o, want a file", stat(t, s, e).Mode)
+			if st := stat(t, s, lookup(t, s, "swapdir")); st.Mode&unix.S_IFMT != unix.S_IFREG {
+				t.Errorf("swapdir mode %o, want a file", st.Mode)
 			}
 			if e := lookup(t, s, "swapfile"); !e.IsDir() {
 				t.Errorf("swapfile mode %o, want a dir", stat(t, s, e).Mode)
@@ -203,11 +203,11 @@ func TestMergeRules(t *testing.T) {
 			if e := lookup(t, s, "opq"); e.Merged() != 1 {
 				t.Errorf("opaque dir merges %d layers", e.Merged())
 			}
-			if e := lookup(t, s, "bin/hard1"); stat(t, s, e).Nlink != 3 {
-				t.Errorf("hard1 nlink %d, want 3 as stored", stat(t, s, e).Nlink)
+			if st := stat(t, s, lookup(t, s, "bin/hard1")); st.Nlink != 3 {
+				t.Errorf("hard1 nlink %d, want 3 as stored", st.Nlink)
 			}
-			if e := lookup(t, s, "dev/sda"); stat(t, s, e).Rdev != unix.Mkdev(8, 0) || stat(t, s, e).Mode != unix.S_IFBLK|0o660 {
-				t.Errorf("dev/sda: mode %o rdev %x", stat(t, s, e).Mode, stat(t, s, e).Rdev)
+			if st := stat(t, s, lookup(t, s, "dev/sda")); st.Rdev != unix.Mkdev(8, 0) || st.Mode != unix.S_IFBLK|0o660 {
+				t.Errorf("dev/sda: mode %o rdev %x", st.Mode, st.Rdev)
 			}
 			e := lookup(t, s, "etc/passwd")
 			if v, err := s.GetXattr(e, "user.origin"); err != unix.ENODATA {
@@ -249,18 +249,17 @@ func TestOverrideStat(t *testing.T) {
 		t.Errorf("root mode %o, want dir 0555", st.Mode)
 	}
 	f := lookup(t, s, "f")
-	if stat(t, s, f).Uid != 12 || stat(t, s, f).Gid != 34 || stat(t, s, f).Mode != unix.S_IFREG|0o4755 {
-		t.Errorf("f: %d:%d %o", stat(t, s, f).Uid, stat(t, s, f).Gid, stat(t, s, f).Mode)
+	if st := stat(t, s, f); st.Uid != 12 || st.Gid != 34 || st.Mode != unix.S_IFREG|0o4755 {
+		t.Errorf("f: %d:%d %o", st.Uid, st.Gid, st.Mode)
 	}
 	if x, _ := s.ListXattr(f); strings.Join(x, ",") != "user.kept" {
 		t.Errorf("f xattrs %v, want only user.kept", x)
 	}
-	d := lookup(t, s, "dev-as-file")
-	if stat(t, s, d).Mode != unix.S_IFCHR|0o620 || stat(t, s, d).Rdev != unix.Mkdev(4, 64) || stat(t, s, d).Gid != 5 {
-		t.Errorf("dev-as-file: mode %o rdev %x gid %d", stat(t, s, d).Mode, stat(t, s, d).Rdev, stat(t, s, d).Gid)
+	if st := stat(t, s, lookup(t, s, "dev-as-file")); st.Mode != unix.S_IFCHR|0o620 || st.Rdev != unix.Mkdev(4, 64) || st.Gid != 5 {
+		t.Errorf("dev-as-file: mode %o rdev %x gid %d", st.Mode, st.Rdev, st.Gid)
 	}
-	if p := lookup(t, s, "plain"); stat(t, s, p).Mode != unix.S_IFREG|0o640 {
-		t.Errorf("plain (no override) mode %o", stat(t, s, p).Mode)
+	if st := stat(t, s, lookup(t, s, "plain")); st.Mode != unix.S_IFREG|0o640 {
+		t.Errorf("plain (no override) mode %o", st.Mode)
 	}
 }
 
