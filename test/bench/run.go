@@ -101,6 +101,13 @@ func (r *runner) measure(v view, argv []string) (sample, error) {
 	return s, err
 }
 
+// Warm workloads faster than fastRun get fastRunFactor times the
+// repetitions.
+const (
+	fastRun       = 200 * time.Millisecond
+	fastRunFactor = 3
+)
+
 // A workload is a command run in a view's root on every view.
 type workload struct {
 	id     string // short name, for --only and the CSV
@@ -144,7 +151,8 @@ func (r *runner) compare(w workload, views []view) *result {
 			run(v)
 		}
 		// Slow workloads get fewer repetitions, to keep the whole run
-		// within minutes.
+		// within minutes; fast ones more, since a run of a few tens of
+		// milliseconds moves most with the machine's noise.
 		reps := r.cfg.reps
 		var slowest time.Duration
 		for v := range samples {
@@ -156,6 +164,8 @@ func (r *runner) compare(w workload, views []view) *result {
 			reps = min(reps, 1)
 		case slowest >= 2*time.Second:
 			reps = min(reps, 3)
+		case slowest < fastRun:
+			reps *= fastRunFactor
 		}
 		for rep := range reps {
 			for _, v := range rotate(views, rep) {
