@@ -29,12 +29,8 @@ import (
 //   - a container using child, so child is the one active image
 func podmanStore(t *testing.T) *fixture.Store {
 	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.RequirePodman(t)
-	s := fixture.NewStore(t, "overlay")
-	dir := t.TempDir()
+	s, dir := newPodmanStore(t, map[string]string{"etc/": "", "etc/hello": "hello\n", "bin/": ""})
 	base := filepath.Join(dir, "base.tar")
-	writeFile(t, base, tarOf(t, map[string]string{"etc/": "", "etc/hello": "hello\n", "bin/": ""}))
 	other := filepath.Join(dir, "other.tar")
 	writeFile(t, other, tarOf(t, map[string]string{"data/": "", "data/x": strings.Repeat("x", 5000)}))
 
@@ -67,6 +63,18 @@ COPY Containerfile /y
 	s.PodmanOutput(t, "manifest", "add", "--arch", "arm64", "--variant", "v8", "localhost/list:1", "containers-storage:localhost/child:1")
 	s.PodmanOutput(t, "create", "--net", "none", "--name", "c1", "localhost/child:1", "/bin/sh")
 	return s
+}
+
+// newPodmanStore is a fresh overlay store for podman to fill, and a
+// scratch directory holding base.tar, a tarball of files to import.
+func newPodmanStore(t *testing.T, files map[string]string) (*fixture.Store, string) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, "overlay")
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "base.tar"), tarOf(t, files))
+	return s, dir
 }
 
 // podmanInspect runs `podman image inspect` and returns its one object,

@@ -38,12 +38,28 @@ type mutator struct {
 	store    storage.Store
 	readOnly bool   // the view was opened read-only (mount --read-only)
 	changed  func() // called after every change that reached the store
+	// deleting, if set, is called with an image's ID just before the
+	// image is deleted (the View finds its parent then: prune.go).
+	deleting func(id string)
 }
 
 func (m *mutator) done() {
 	if m.changed != nil {
 		m.changed()
 	}
+}
+
+// deleteImage deletes the image and the layers nothing else uses; the
+// store refuses, changing nothing, when a container uses the image.
+func (m *mutator) deleteImage(id string) error {
+	if m.deleting != nil {
+		m.deleting(id)
+	}
+	if _, err := m.store.DeleteImage(id, true); err != nil {
+		return storeErr(err)
+	}
+	m.done()
+	return nil
 }
 
 // NormalizeName returns name as `podman tag` stores it (libimage
@@ -456,21 +472,25 @@ func (m *mutator) removeName(name string) (id string, removed bool, err error) {
 	}
 	// The last name: remove the image. DeleteImage checks for containers
 	// under the store's lock and changes nothing when one uses the image.
-	if _, err := m.store.DeleteImage(img.ID, true); err != nil {
-		return img.ID, false, storeErr(err)
+	if err := m.deleteImage(img.ID); err != nil {
+		return img.ID, false, err
 	}
-	m.done()
 	return img.ID, true, nil
 }
 
 // removeImage is podman rmi of the image with this full ID, names and all
 // (as `podman rmi` given the ID and every name): ErrInUse when a
 // container uses it; layers other images or containers use stay (the
-// store deletes only the layers nothing else references). Unlike podman,
-// dangling parent images are not pruned with it.
-func (m *mutator) removeImage(id string) error {
+// store deletes only the layers nothing else references). With
+// onlyUnnamed, an image that has a name now is left alone (errNamed): a
+// dangling parent tagged while it was being pruned.
+func (m *mutator) removeImage(id string, onlyUnnamed bool) error {
 	if err := m.writable(nil); err != nil {
 		return err
+	}
+	if onlyUnnamed {
+		nameMu.Lock()
+		defer nameMu.Unlock()
 	}
 	imgs, err := m.images()
 	if err != nil {
@@ -483,11 +503,10 @@ func (m *mutator) removeImage(id string) error {
 	if err := m.writable(img); err != nil {
 		return err
 	}
-	if _, err := m.store.DeleteImage(img.ID, true); err != nil {
-		return storeErr(err)
+	if onlyUnnamed && len(img.Names) > 0 {
+		return fmt.Errorf("%w: %s", errNamed, strings.Join(img.Names, ", "))
 	}
-	m.done()
-	return nil
+	return m.deleteImage(img.ID)
 }
 
 // retag moves the image holding oldName to newName in one change of its
@@ -588,17 +607,27 @@ func (v *View) Tag(imageID, name string) error {
 
 // RemoveName is podman rmi <name>: the name goes; if it was the image's
 // last, the image goes too — unless a container uses it, and then nothing
-// changes and the error is ErrInUse.
+// changes and the error is ErrInUse — and so do its dangling parents
+// (prune.go).
 func (v *View) RemoveName(name string) error {
-	_, _, err := v.mutator().removeName(name)
+	var parent string
+	id, removed, err := v.removing(&parent).removeName(name)
+	if removed {
+		v.pruneParents(parent, id)
+	}
 	return err
 }
 
 // RemoveImage removes the image with this full ID and all its names
-// (podman rmi with the ID and every name). ErrInUse when a container uses
-// it; layers shared with other images stay.
+// (podman rmi with the ID and every name), and its dangling parents.
+// ErrInUse when a container uses it; layers shared with other images stay.
 func (v *View) RemoveImage(imageID string) error {
-	return v.mutator().removeImage(imageID)
+	var parent string
+	if err := v.removing(&parent).removeImage(imageID, false); err != nil {
+		return err
+	}
+	v.pruneParents(parent, imageID)
+	return nil
 }
 
 // Retag moves a name: newName (normalized) is added to the image holding

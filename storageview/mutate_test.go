@@ -317,7 +317,7 @@ func TestMutateRefused(t *testing.T) {
 	for what, op := range map[string]func() error{
 		"tag":    func() error { _, err := ro.tag(ids["base"], "localhost/x:1"); return err },
 		"untag":  func() error { _, _, err := ro.removeName("localhost/app:1"); return err },
-		"remove": func() error { return ro.removeImage(ids["lone"]) },
+		"remove": func() error { return ro.removeImage(ids["lone"], false) },
 		"retag":  func() error { _, _, err := ro.retag("localhost/app:1", "localhost/x:1"); return err },
 	} {
 		if err := op(); !errors.Is(err, ErrReadOnly) {

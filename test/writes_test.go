@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -414,6 +415,52 @@ func TestWrites(t *testing.T) {
 		t.Fatalf("rm of a digested name: %v", err)
 	}
 	e.wantTags("rm of a digested name", busy, "localhost/busy:1", "localhost/busy:2")
+}
+
+// TestWritesPruneParents: rm of a built image's last name also removes the
+// untagged intermediate images podman build --layers left under it, as
+// podman rmi does; its named base and the other images stay.
+func TestWritesPruneParents(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("f\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Containerfile"), []byte("FROM localhost/busy:1\nCOPY f /f\nLABEL built=yes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fixtures := e.repoTags()
+	e.s.PodmanOutput(t, "build", "--layers", "--pull=never", "-t", "localhost/built:1", dir)
+	var built string
+	var intermediates []string
+	for id, names := range e.repoTags() {
+		_, isFixture := fixtures[id]
+		switch {
+		case isFixture:
+		case len(names) == 0:
+			intermediates = append(intermediates, id)
+		default:
+			built = id
+		}
+	}
+	if built == "" || len(intermediates) != 1 {
+		t.Fatalf("podman build left image %q and intermediates %v; want one of each (COPY; LABEL is the tagged one)", built, intermediates)
+	}
+	eventually(t, "the built image's name", func() error { return readlinkTo(e.p("names/localhost/built:1"), built) })
+
+	if err := os.Remove(e.p("names/localhost/built:1")); err != nil {
+		t.Fatalf("rm of the built image's name: %v", err)
+	}
+	after := e.repoTags()
+	for _, id := range append(intermediates, built) {
+		if _, ok := after[id]; ok {
+			t.Errorf("podman still lists %.12s after rm of localhost/built:1", id)
+		}
+	}
+	if !maps.EqualFunc(after, fixtures, slices.Equal) {
+		t.Errorf("podman lists %v, want the fixtures %v", after, fixtures)
+	}
+	eventually(t, "images/<intermediate>", func() error { return gone(e.p("images/" + intermediates[0])) })
 }
 
 // TestWritesRefused: each refusal's errno, its one log line, and podman's
