@@ -152,7 +152,9 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 		return err
 	}
 	undo := mf.noteNewStoreDirs()
-	view, err := storageview.Open(mf.storeOptions())
+	vopts := mf.storeOptions()
+	vopts.Log = logger
+	view, err := storageview.Open(vopts)
 	if err != nil {
 		undo()
 		return fmt.Errorf("cannot open the image store: %s", oneLine(err.Error()))
