@@ -146,6 +146,7 @@ func (f *fakeStore) LayerInfoJSON(string) ([]byte, error) { return nil, storagev
 func (f *fakeStore) LayerDirs(string) ([]storageview.LayerDir, error) {
 	return nil, nil
 }
+func (f *fakeStore) Statfs(st *syscall.Statfs_t) error { return syscall.Statfs(os.TempDir(), st) }
 func (f *fakeStore) Close() error {
 	f.closed.Add(1)
 	return nil

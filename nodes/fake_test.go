@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -248,6 +250,8 @@ func (f *fakeStore) DF() ([]byte, error) {
 func (f *fakeStore) LayerDirs(id string) ([]storageview.LayerDir, error) {
 	return nil, storageview.ErrNotFound
 }
+
+func (f *fakeStore) Statfs(st *syscall.Statfs_t) error { return syscall.Statfs(os.TempDir(), st) }
 
 func (f *fakeStore) readCount(key string) int {
 	f.mu.Lock()

@@ -47,6 +47,7 @@ func (s *rootfsFakeStore) LayerInfoJSON(string) ([]byte, error) { return nil, st
 func (s *rootfsFakeStore) Instances(string) ([]storageview.Instance, error) {
 	return nil, storageview.ErrNotFound
 }
+func (s *rootfsFakeStore) Statfs(*syscall.Statfs_t) error { return syscall.ENOSYS }
 
 func (s *rootfsFakeStore) LayerDirs(id string) ([]storageview.LayerDir, error) {
 	if s.broken || s.ix.ImageByID(id) == nil {

@@ -4,7 +4,11 @@
 // node never serves data of an image that is gone.
 package nodes
 
-import "github.com/imagefs/imagefs/storageview"
+import (
+	"syscall"
+
+	"github.com/imagefs/imagefs/storageview"
+)
 
 // Store is everything the tree needs from the image store.
 // *storageview.View implements it; unit tests may use a fake.
@@ -23,4 +27,7 @@ type Store interface {
 
 	// LayerDirs returns where the image's layers live on disk, base first.
 	LayerDirs(imageID string) ([]storageview.LayerDir, error)
+
+	// Statfs describes the file system the store keeps its images on.
+	Statfs(st *syscall.Statfs_t) error
 }

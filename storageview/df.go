@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 )
 
@@ -67,6 +68,15 @@ func (v *View) Usage(ix *Index) DiskUsage {
 		du.Reclaimable -= v.layerSize(ix.Layer(id))
 	}
 	return du
+}
+
+// Statfs describes the file system of the store's graph root, where its
+// layers and image records live (what statfs of the mount reports).
+func (v *View) Statfs(st *syscall.Statfs_t) error {
+	if err := syscall.Statfs(v.graphRoot, st); err != nil {
+		return fmt.Errorf("statfs %s: %w", v.graphRoot, err)
+	}
+	return nil
 }
 
 // DF returns the df file: a summary line like `podman system df`'s Images

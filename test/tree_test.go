@@ -126,7 +126,28 @@ func TestTree(t *testing.T) {
 			checkDigests(t, ts, mnt)
 			checkLayers(t, ts, mnt)
 			checkList(t, ts, mnt)
+			checkStatfs(t, ts, mnt)
 		})
+	}
+}
+
+// checkStatfs: statfs anywhere in the mount describes the file system of
+// the store's graph root (df of the mount, NAME_MAX).
+func checkStatfs(t *testing.T, ts *treeStore, mnt string) {
+	var want syscall.Statfs_t
+	if err := syscall.Statfs(ts.s.GraphRoot, &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{mnt, filepath.Join(mnt, "names"), filepath.Join(mnt, "images", ts.multi.ID, "rootfs")} {
+		var got syscall.Statfs_t
+		if err := syscall.Statfs(p, &got); err != nil {
+			t.Errorf("statfs %s: %v", p, err)
+			continue
+		}
+		if got.Blocks != want.Blocks || got.Bsize != want.Bsize || got.Namelen != want.Namelen || got.Files != want.Files {
+			t.Errorf("statfs %s: blocks %d × %d, %d inodes, namelen %d; the graph root's: %d × %d, %d, %d",
+				p, got.Blocks, got.Bsize, got.Files, got.Namelen, want.Blocks, want.Bsize, want.Files, want.Namelen)
+		}
 	}
 }
 
