@@ -38,17 +38,21 @@ func (d *imagesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	img := ix.ImageByID(name)
 	if img == nil {
 		var candidates []string
-		img, candidates = ix.ResolveIDPrefix(name)
-		if len(candidates) > 1 {
-			d.t.log.Printf("lookup /images/%s: ambiguous ID prefix, %d images match: %s (ENOENT)",
-				name, len(candidates), strings.Join(candidates, ", "))
-			return nil, syscall.ENOENT
-		}
-		if img == nil {
-			return nil, syscall.ENOENT
+		if img, candidates = ix.ResolveIDPrefix(name); img == nil {
+			return nil, d.t.noPrefixMatch("images", name, candidates)
 		}
 	}
 	return lookupChild(ctx, d.EmbeddedInode(), name, ix, newImageDir(d.t, img.ID), out)
+}
+
+// noPrefixMatch is the ENOENT of a lookup in dir (images, layers) by an ID
+// prefix that matched nothing or several IDs; several are logged.
+func (t *tree) noPrefixMatch(dir, name string, candidates []string) syscall.Errno {
+	if len(candidates) > 1 {
+		t.log.Printf("lookup /%s/%s: ambiguous ID prefix, %d %s match: %s (ENOENT)",
+			dir, name, len(candidates), dir, strings.Join(candidates, ", "))
+	}
+	return syscall.ENOENT
 }
 
 // Readdir lists every image by full ID, sorted.

@@ -12,6 +12,7 @@ import (
 )
 
 // layersDir is layers/: one directory per layer of the store, by full ID.
+// A unique ID prefix also resolves, as in images/, without being listed.
 type layersDir struct{ dirNode }
 
 func (d *layersDir) stable() fusefs.StableAttr {
@@ -27,13 +28,18 @@ func (d *layersDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Att
 	return 0
 }
 
-// Lookup finds a layer by full ID.
+// Lookup finds a layer by full ID or unique ID prefix: the same node by
+// either name.
 func (d *layersDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ix := d.t.index()
-	if ix.Layer(name) == nil {
-		return nil, syscall.ENOENT
+	l := ix.Layer(name)
+	if l == nil {
+		var candidates []string
+		if l, candidates = ix.ResolveLayerPrefix(name); l == nil {
+			return nil, d.t.noPrefixMatch("layers", name, candidates)
+		}
 	}
-	return lookupChild(ctx, d.EmbeddedInode(), name, ix, newLayerDir(d.t, name), out)
+	return lookupChild(ctx, d.EmbeddedInode(), name, ix, newLayerDir(d.t, l.ID), out)
 }
 
 // Readdir lists every layer, sorted by ID.

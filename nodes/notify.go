@@ -6,8 +6,8 @@ package nodes
 // write — it invalidates exactly the kernel entries and contents that
 // changed, so nothing stale is served until a timeout:
 //
-//   - NotifyEntry for each name, digest, image ID (and ID prefix the
-//     kernel knows) and layer that appeared, disappeared or now leads
+//   - NotifyEntry for each name, digest, image or layer ID (and ID prefix
+//     the kernel knows) that appeared, disappeared or now leads
 //     elsewhere — positive dentries are dropped, negative ones too;
 //   - NotifyEntry for names/ directories that appeared or vanished;
 //   - NotifyContent for the files whose content follows the records: an
@@ -109,30 +109,21 @@ func (t *tree) onChange(old, new *storageview.Index) {
 
 	if images != nil {
 		changed := map[string]bool{}
-		for _, id := range c.ImagesAdded {
-			changed[id] = true
-			n.entry(images, id)
-		}
-		for _, id := range c.ImagesRemoved {
-			changed[id] = true
-			n.entry(images, id)
+		for _, ids := range [][]string{c.ImagesAdded, c.ImagesRemoved} {
+			for _, id := range ids {
+				changed[id] = true
+				n.entry(images, id)
+			}
 		}
 		if len(changed) > 0 {
 			n.listing(images)
 		}
+		n.prefixes(images, changed)
 		files := map[string]bool{}
 		for _, id := range c.ImagesChanged {
 			files[id] = true
 		}
-		for name, ch := range images.Children() {
-			if len(name) < 64 { // an ID prefix the kernel looked up: its meaning may change
-				for id := range changed {
-					if strings.HasPrefix(id, name) {
-						n.entry(images, name)
-						break
-					}
-				}
-			}
+		for _, ch := range images.Children() {
 			if d, ok := ch.Operations().(*imageDir); ok && files[d.id] {
 				for _, f := range []string{"names", "inspect.json", "history", "digest"} {
 					content(ch.GetChild(f))
@@ -166,15 +157,17 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	}
 
 	if layers != nil {
-		for _, id := range c.LayersAdded {
-			n.entry(layers, id)
+		changed := map[string]bool{}
+		for _, ids := range [][]string{c.LayersAdded, c.LayersRemoved} {
+			for _, id := range ids {
+				changed[id] = true
+				n.entry(layers, id)
+			}
 		}
-		for _, id := range c.LayersRemoved {
-			n.entry(layers, id)
-		}
-		if len(c.LayersAdded)+len(c.LayersRemoved) > 0 {
+		if len(changed) > 0 {
 			n.listing(layers)
 		}
+		n.prefixes(layers, changed)
 		for _, id := range c.LayersChanged {
 			if l := layers.GetChild(id); l != nil {
 				content(l.GetChild("info.json"))
@@ -183,6 +176,22 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	}
 
 	content(root.GetChild("df"))
+}
+
+// prefixes invalidates the ID prefixes the kernel looked up in dir
+// (images/, layers/) that an ID which came or went may change the meaning of.
+func (n *notifier) prefixes(dir *fusefs.Inode, changed map[string]bool) {
+	for name := range dir.Children() {
+		if len(name) >= 64 {
+			continue
+		}
+		for id := range changed {
+			if strings.HasPrefix(id, name) {
+				n.entry(dir, name)
+				break
+			}
+		}
+	}
 }
 
 // notifyName invalidates the entries of one name that appeared, vanished

@@ -423,8 +423,22 @@ func TestLayers(t *testing.T) {
 			t.Errorf("lookup layers/%s: %v, want ENOENT", name, errno)
 		}
 	}
-	if _, _, _, errno := h.lookup("layers/" + w.base[:12]); errno != syscall.ENOENT {
-		t.Errorf("a layer ID prefix: %v, want ENOENT", errno)
+	// A unique ID prefix is the same directory, never listed.
+	fullNid, _, full := h.mustLookup("layers/" + w.base)
+	nid, _, out, errno := h.lookup("layers/" + w.base[:12])
+	if errno != 0 || nid != fullNid || out.Attr.Ino != full.Attr.Ino {
+		t.Errorf("layers/<prefix>: node %d ino %d %v, want the full ID's %d %d", nid, out.Attr.Ino, errno, fullNid, full.Attr.Ino)
+	}
+	if got := h.mustRead("layers/" + w.mid[:5] + "/info.json"); string(got) != string(w.s.layerInfo[w.mid]) {
+		t.Errorf("info.json through a prefix = %q", got)
+	}
+	for _, name := range []string{w.base[:2], strings.ToUpper(w.base[:8]), w.base + "0"} {
+		if _, _, _, errno := h.lookup("layers/" + name); errno != syscall.ENOENT {
+			t.Errorf("lookup layers/%s: %v, want ENOENT", name, errno)
+		}
+	}
+	if got := h.mustReaddir("layers"); !slices.Equal(got, want) {
+		t.Errorf("layers lists %q after prefix lookups", got)
 	}
 }
 

@@ -175,18 +175,33 @@ const MinIDPrefix = 3
 // candidates when nothing matches or the prefix is not lower-case hex of at
 // least MinIDPrefix characters.
 func (ix *Index) ResolveIDPrefix(prefix string) (*Image, []string) {
-	if len(prefix) < MinIDPrefix || len(prefix) > 64 || !isLowerHex(prefix) {
-		return nil, nil
-	}
-	i := sort.Search(len(ix.Images), func(i int) bool { return ix.Images[i].ID >= prefix })
-	var matches []string
-	for ; i < len(ix.Images) && strings.HasPrefix(ix.Images[i].ID, prefix); i++ {
-		matches = append(matches, ix.Images[i].ID)
-	}
+	matches := withPrefix(len(ix.Images), func(i int) string { return ix.Images[i].ID }, prefix)
 	if len(matches) == 1 {
 		return ix.imageByID[matches[0]], nil
 	}
 	return nil, matches
+}
+
+// ResolveLayerPrefix is ResolveIDPrefix for layer IDs.
+func (ix *Index) ResolveLayerPrefix(prefix string) (*Layer, []string) {
+	matches := withPrefix(len(ix.Layers), func(i int) string { return ix.Layers[i].ID }, prefix)
+	if len(matches) == 1 {
+		return ix.layerByID[matches[0]], nil
+	}
+	return nil, matches
+}
+
+// withPrefix returns those of n sorted IDs that start with prefix; none
+// when prefix is not lower-case hex of MinIDPrefix to 64 characters.
+func withPrefix(n int, id func(i int) string, prefix string) []string {
+	if len(prefix) < MinIDPrefix || len(prefix) > 64 || !isLowerHex(prefix) {
+		return nil
+	}
+	var matches []string
+	for i := sort.Search(n, func(i int) bool { return id(i) >= prefix }); i < n && strings.HasPrefix(id(i), prefix); i++ {
+		matches = append(matches, id(i))
+	}
+	return matches
 }
 
 func isLowerHex(s string) bool {

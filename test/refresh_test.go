@@ -55,7 +55,7 @@ func TestRefresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"digests/" + lone.ManifestDigest.String(), "layers/" + lone.LayerIDs[0], "images/" + lone.ID[:12]} {
+	for _, p := range []string{"digests/" + lone.ManifestDigest.String(), "layers/" + lone.LayerIDs[0], "layers/" + lone.LayerIDs[0][:12], "images/" + lone.ID[:12]} {
 		if _, err := os.Lstat(e.p(p)); err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +97,7 @@ func TestRefresh(t *testing.T) {
 		t.Errorf("cat of a removed image's manifest right after podman rmi: %d bytes (the old ones: %v), %v; want ENOENT", len(b), same, err)
 	}
 	took = eventually(t, "podman rmi", func() error {
-		for _, p := range []string{"images/" + lone.ID, "images/" + lone.ID[:12], "digests/" + lone.ManifestDigest.String(), "layers/" + lone.LayerIDs[0]} {
+		for _, p := range []string{"images/" + lone.ID, "images/" + lone.ID[:12], "digests/" + lone.ManifestDigest.String(), "layers/" + lone.LayerIDs[0], "layers/" + lone.LayerIDs[0][:12]} {
 			if err := gone(e.p(p)); err != nil {
 				return err
 			}

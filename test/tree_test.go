@@ -344,6 +344,13 @@ func checkLayers(t *testing.T, ts *treeStore, mnt string) {
 		}
 	}
 	sort.Strings(ids)
+	// A unique prefix is the same directory (as podman image tree shows
+	// layer IDs, 12 digits), not listed.
+	for _, id := range ids {
+		if got, want := ino(t, filepath.Join(mnt, "layers", id[:12])), ino(t, filepath.Join(mnt, "layers", id)); got != want {
+			t.Errorf("layers/%s: inode %d, the full ID's is %d", id[:12], got, want)
+		}
+	}
 	if got := readDirNames(t, filepath.Join(mnt, "layers")); !slices.Equal(got, ids) {
 		t.Errorf("layers/ lists %q, the store holds %q", got, ids)
 	}
