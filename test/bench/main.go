@@ -460,8 +460,8 @@ func machineInfo(cfg *config, real, scale *storeInfo, took time.Duration) string
 	if cfg.quick {
 		mode = "quick (harness check only, figures meaningless)"
 	}
-	fmt.Fprintf(&b, "Run %s, %s mode, %d warm (%d for runs under %v) / %d cold repetitions per view, medians; caches dropped before cold runs: %v; took %s.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), mode, cfg.reps, fastRunFactor*cfg.reps, fastRun, cfg.coldReps, cfg.dropCaches, took.Round(time.Second))
+	fmt.Fprintf(&b, "Run %s, %s mode, %d warm / %d cold repetitions per view (%d× for runs under %v), medians; caches dropped before cold runs: %v; took %s.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), mode, cfg.reps, cfg.coldReps, fastRunFactor, fastRun, cfg.dropCaches, took.Round(time.Second))
 	fmt.Fprintf(&b, "- machine: %s, %d CPUs, %s RAM, kernel %s, stores on %s\n", cpu, runtime.NumCPU(), mem, kernel, fsType)
 	fmt.Fprintf(&b, "- %s; %s; %s; %s\n", first("imagefs", cfg.imagefsBin, "--version"), first("fuse-overlayfs: version", "fuse-overlayfs", "--version"), first("version", "podman", "--version"), runtime.Version())
 	fmt.Fprintf(&b, "- real store: %s, %d layers (%s)\n", realImageName, real.Layers, real.Key)

@@ -101,12 +101,28 @@ func (r *runner) measure(v view, argv []string) (sample, error) {
 	return s, err
 }
 
-// Warm workloads faster than fastRun get fastRunFactor times the
-// repetitions.
+// Workloads faster than fastRun (on every view, in the first round) get
+// fastRunFactor times the repetitions, warm and cold.
 const (
 	fastRun       = 200 * time.Millisecond
 	fastRunFactor = 3
 )
+
+// fast reports whether a workload whose first round took d gets
+// fastRunFactor times the repetitions (not in quick mode, which measures
+// nothing).
+func (r *runner) fast(d time.Duration) bool { return d < fastRun && !r.cfg.quick }
+
+// slowest is the longest first sample of any view.
+func slowest(samples map[string][]sample) time.Duration {
+	var d time.Duration
+	for _, ss := range samples {
+		if len(ss) > 0 {
+			d = max(d, ss[0].wall)
+		}
+	}
+	return d
+}
 
 // A workload is a command run in a view's root on every view.
 type workload struct {
@@ -136,7 +152,8 @@ func (r *runner) compare(w workload, views []view) *result {
 		samples[v.name()] = append(samples[v.name()], s)
 	}
 	if w.cold {
-		for rep := range r.cfg.coldReps {
+		reps := r.cfg.coldReps
+		for rep := 0; rep < reps; rep++ {
 			for _, v := range rotate(views, rep) {
 				if err := r.remount(v); err != nil {
 					res.errs = append(res.errs, err.Error())
@@ -144,6 +161,9 @@ func (r *runner) compare(w workload, views []view) *result {
 					continue
 				}
 				run(v)
+			}
+			if rep == 0 && r.fast(slowest(samples)) {
+				reps *= fastRunFactor
 			}
 		}
 	} else {
@@ -154,17 +174,14 @@ func (r *runner) compare(w workload, views []view) *result {
 		// within minutes; fast ones more, since a run of a few tens of
 		// milliseconds moves most with the machine's noise.
 		reps := r.cfg.reps
-		var slowest time.Duration
-		for v := range samples {
-			slowest = max(slowest, samples[v][0].wall)
-			samples[v] = nil
-		}
+		first := slowest(samples)
+		clear(samples)
 		switch {
-		case slowest >= 10*time.Second:
+		case first >= 10*time.Second:
 			reps = min(reps, 1)
-		case slowest >= 2*time.Second:
+		case first >= 2*time.Second:
 			reps = min(reps, 3)
-		case slowest < fastRun:
+		case r.fast(first):
 			reps *= fastRunFactor
 		}
 		for rep := range reps {
