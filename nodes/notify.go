@@ -25,6 +25,7 @@ package nodes
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -108,17 +109,7 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	layers := root.GetChild("layers")
 
 	if images != nil {
-		changed := map[string]bool{}
-		for _, ids := range [][]string{c.ImagesAdded, c.ImagesRemoved} {
-			for _, id := range ids {
-				changed[id] = true
-				n.entry(images, id)
-			}
-		}
-		if len(changed) > 0 {
-			n.listing(images)
-		}
-		n.prefixes(images, changed)
+		n.idsChanged(images, c.ImagesAdded, c.ImagesRemoved)
 		files := map[string]bool{}
 		for _, id := range c.ImagesChanged {
 			files[id] = true
@@ -157,17 +148,7 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	}
 
 	if layers != nil {
-		changed := map[string]bool{}
-		for _, ids := range [][]string{c.LayersAdded, c.LayersRemoved} {
-			for _, id := range ids {
-				changed[id] = true
-				n.entry(layers, id)
-			}
-		}
-		if len(changed) > 0 {
-			n.listing(layers)
-		}
-		n.prefixes(layers, changed)
+		n.idsChanged(layers, c.LayersAdded, c.LayersRemoved)
 		for _, id := range c.LayersChanged {
 			if l := layers.GetChild(id); l != nil {
 				content(l.GetChild("info.json"))
@@ -178,18 +159,21 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	content(root.GetChild("df"))
 }
 
-// prefixes invalidates the ID prefixes the kernel looked up in dir
-// (images/, layers/) that an ID which came or went may change the meaning of.
-func (n *notifier) prefixes(dir *fusefs.Inode, changed map[string]bool) {
+// idsChanged invalidates, in dir (images/, layers/), the entries of the
+// IDs that came and went, the ID prefixes the kernel looked up whose
+// meaning they may change, and the listing.
+func (n *notifier) idsChanged(dir *fusefs.Inode, added, removed []string) {
+	changed := slices.Concat(added, removed)
+	if len(changed) == 0 {
+		return
+	}
+	for _, id := range changed {
+		n.entry(dir, id)
+	}
+	n.listing(dir)
 	for name := range dir.Children() {
-		if len(name) >= 64 {
-			continue
-		}
-		for id := range changed {
-			if strings.HasPrefix(id, name) {
-				n.entry(dir, name)
-				break
-			}
+		if len(name) < 64 && slices.ContainsFunc(changed, func(id string) bool { return strings.HasPrefix(id, name) }) {
+			n.entry(dir, name)
 		}
 	}
 }

@@ -20,13 +20,20 @@ func (v *View) removing(parent *string) *mutator {
 	m := v.mutator()
 	m.deleting = func(id string) {
 		ix := v.current()
-		if img := ix.ImageByID(id); img != nil {
-			if p := v.parent(ix, img); p != nil {
-				*parent = p.ID
-			}
-		}
+		*parent = v.parentID(ix, ix.ImageByID(id))
 	}
 	return m
+}
+
+// parentID is the ID of img's parent in ix, "" when it has none (or img
+// is nil).
+func (v *View) parentID(ix *Index, img *Image) string {
+	if img != nil {
+		if p := v.parent(ix, img); p != nil {
+			return p.ID
+		}
+	}
+	return ""
 }
 
 // current returns the index of the store as it is now, not as last checked.
@@ -44,8 +51,8 @@ func (v *View) pruneParents(id, child string) {
 		if img == nil || len(img.Names) > 0 || v.hasChildren(ix, img) {
 			return
 		}
-		var next string
-		if err := v.removing(&next).removeImage(id, true); err != nil {
+		next := v.parentID(ix, img)
+		if err := v.mutator().removeImage(id, true); err != nil {
 			v.log.Printf("storageview: dangling parent image %s of removed image %s stays: %v", short(id), short(child), err)
 			return
 		}
