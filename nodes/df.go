@@ -3,7 +3,7 @@ package nodes
 import "github.com/imagefs/imagefs/storageview"
 
 // newDFFile is the file df: the store's disk use by images, computed by
-// the store (storageview.View.DF), read afresh on every open.
+// the store (storageview.View.DF), as it is now.
 func newDFFile(t *tree) *blobFile {
 	return newBlobFile(t, dfIno, "/df", blobSource{
 		state: func(ix *storageview.Index) (blobState, bool) {

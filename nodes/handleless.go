@@ -18,7 +18,9 @@ package nodes
 // writing without O_TRUNC is not refused at open(2) but at the first
 // write(2) (EROFS either way); data and listings that change (names,
 // inspect.json, names/…) are kept fresh by the store watcher's
-// invalidations (notify.go) and by mtimes that change with the content.
+// invalidations (notify.go), and a file whose bytes change is a new inode
+// with each content, since there is no open file to hold a copy
+// (blobfile.go).
 
 import (
 	"sync"

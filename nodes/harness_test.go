@@ -195,3 +195,13 @@ func (h *harness) mustReaddir(p string) []string {
 	}
 	return names
 }
+
+// readdirIno is the inode number the listing of dir gives name.
+func (h *harness) readdirIno(dir, name string) uint64 {
+	h.t.Helper()
+	_, ents, errno := h.readdir(strings.TrimSuffix(dir, "/"))
+	if errno != 0 {
+		h.t.Fatalf("readdir %s: %v", dir, errno)
+	}
+	return ents[name].Ino
+}

@@ -42,6 +42,9 @@ const (
 	kindLayerFile   = "layer-file"   // layers/<id>/<file>
 	kindLayerParent = "layer-parent" // layers/<id>/parent
 	kindPlatforms   = "platforms"    // images/<id>/instances/platforms
+	// kindContent numbers one content of a file that changes: the file's
+	// own number (as above, or dfIno) and a hash of the bytes (blobfile.go).
+	kindContent = "content"
 )
 
 // hashIno is the inode number of the node with this identity: FNV-1a 64

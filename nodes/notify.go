@@ -10,9 +10,10 @@ package nodes
 //     the kernel knows) that appeared, disappeared or now leads
 //     elsewhere — positive dentries are dropped, negative ones too;
 //   - NotifyEntry for names/ directories that appeared or vanished;
-//   - NotifyContent for the files whose content follows the records: an
-//     image's names, inspect.json, history, digest; a layer's info.json;
-//     df;
+//   - NotifyEntry for the files whose content follows the records (an
+//     image's names, inspect.json and history, a layer's info.json, df):
+//     each content is a node of its own (blobfile.go), and the next
+//     lookup finds the new one; NotifyContent for an image's digest;
 //   - NotifyContent for the directories whose listing changed (images/,
 //     digests/, layers/, the names/ directories on a changed name's path):
 //     the kernel caches every listing (handleless.go), and an entry
@@ -116,12 +117,21 @@ func (t *tree) onChange(old, new *storageview.Index) {
 		}
 		for _, ch := range images.Children() {
 			if d, ok := ch.Operations().(*imageDir); ok && files[d.id] {
-				for _, f := range []string{"names", "inspect.json", "history", "digest"} {
-					content(ch.GetChild(f))
+				for _, f := range []string{"names", "inspect.json", "history"} {
+					n.entry(ch, f)
 				}
+				content(ch.GetChild("digest"))
 			}
 		}
 	}
+	gone := make([]string, 0, len(c.ImagesRemoved)+len(c.LayersRemoved))
+	for _, id := range c.ImagesRemoved {
+		gone = append(gone, "/images/"+id)
+	}
+	for _, id := range c.LayersRemoved {
+		gone = append(gone, "/layers/"+id)
+	}
+	t.forgetVersions(gone)
 
 	if names != nil {
 		cur := t.index() // may be newer than new already
@@ -150,13 +160,11 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	if layers != nil {
 		n.idsChanged(layers, c.LayersAdded, c.LayersRemoved)
 		for _, id := range c.LayersChanged {
-			if l := layers.GetChild(id); l != nil {
-				content(l.GetChild("info.json"))
-			}
+			n.entry(layers.GetChild(id), "info.json")
 		}
 	}
 
-	content(root.GetChild("df"))
+	n.entry(root, "df")
 }
 
 // idsChanged invalidates, in dir (images/, layers/), the entries of the

@@ -22,21 +22,22 @@ func NewRoot(store Store, opts Options) fusefs.InodeEmbedder {
 // digests/, layers/ and the file df.
 type rootDir struct{ dirNode }
 
-// rootEntries are the root's children, sorted by name.
+// rootEntries are the root's children, sorted by name (df's number
+// follows its content: blobfile.go).
 var rootEntries = []struct {
 	name string
 	mode uint32
 	ino  uint64
 }{
-	{"df", syscall.S_IFREG, dfIno},
+	{"df", syscall.S_IFREG, 0},
 	{"digests", syscall.S_IFDIR, digestsIno},
 	{"images", syscall.S_IFDIR, imagesIno},
 	{"layers", syscall.S_IFDIR, layersIno},
 	{"names", syscall.S_IFDIR, namesIno},
 }
 
-// OnAdd creates the fixed children once, as persistent inodes: they exist
-// for the life of the mount, and write operations notify the kernel
+// OnAdd creates the fixed directories once, as persistent inodes: they
+// exist for the life of the mount, and write operations notify the kernel
 // through them.
 func (r *rootDir) OnAdd(ctx context.Context) {
 	t := r.t
@@ -50,7 +51,6 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 	t.names = add("names", &namesDir{dirNode: dirNode{node{t: t}}})
 	t.digests = add("digests", &digestsDir{dirNode{node{t: t}}})
 	t.layers = add("layers", &layersDir{dirNode{node{t: t}}})
-	add("df", newDFFile(t))
 }
 
 // unmounted closes the layer files kept open for reads (handleless.go).
@@ -71,17 +71,24 @@ func (r *rootDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr)
 
 // Lookup finds the fixed children.
 func (r *rootDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	ch := r.GetChild(name)
-	if ch == nil {
+	var n treeNode
+	if name == "df" {
+		n = newDFFile(r.t)
+	} else if ch := r.GetChild(name); ch != nil {
+		n = ch.Operations().(treeNode)
+	} else {
 		return nil, syscall.ENOENT
 	}
-	return lookupChild(ctx, r.EmbeddedInode(), name, r.t.index(), ch.Operations().(treeNode), out)
+	return lookupChild(ctx, r.EmbeddedInode(), name, r.t.index(), n, out)
 }
 
 // Readdir lists the fixed children.
 func (r *rootDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	ents := make([]fuse.DirEntry, 0, len(rootEntries))
 	for _, e := range rootEntries {
+		if e.name == "df" {
+			e.ino = newDFFile(r.t).stable().Ino
+		}
 		ents = append(ents, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: e.ino})
 	}
 	return listing(r.EmbeddedInode(), ents), 0

@@ -67,6 +67,8 @@ type tree struct {
 	newestMu sync.Mutex
 	newestIx *storageview.Index
 	newest   time.Time
+
+	versions versions // of the files whose content changes (blobfile.go)
 }
 
 func newTree(store Store, o Options) *tree {

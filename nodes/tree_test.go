@@ -74,8 +74,11 @@ func TestRootAndFixedDirs(t *testing.T) {
 		}
 	}
 	_, _, out := h.mustLookup("df")
-	if out.Attr.Ino != dfIno || out.Attr.Mode != fileMode || out.Attr.Size != uint64(len(w.s.df)) {
+	if out.Attr.Ino < firstHashedIno || out.Attr.Mode != fileMode || out.Attr.Size != uint64(len(w.s.df)) {
 		t.Errorf("df: ino %d mode %o size %d", out.Attr.Ino, out.Attr.Mode, out.Attr.Size)
+	}
+	if ino := h.readdirIno("", "df"); ino != out.Attr.Ino {
+		t.Errorf("df: listed with ino %d, looked up as %d", ino, out.Attr.Ino)
 	}
 	if got := h.mustRead("df"); string(got) != string(w.s.df) {
 		t.Errorf("df = %q, want %q", got, w.s.df)
@@ -690,15 +693,16 @@ func TestCaching(t *testing.T) {
 	if got := h.mustRead(dir + "names"); string(got) != want {
 		t.Errorf("names after a tag = %q, want %q", got, want)
 	}
-	nid, _, _ := h.mustLookup(dir + "names")
-	before, _ := h.getattr(nid)
+	_, _, out = h.mustLookup(dir + "names")
+	before := out.Attr
 	if before.Size != uint64(len(want)) {
 		t.Errorf("names size %d after a tag, want %d", before.Size, len(want))
 	}
-	// New bytes of the same length: the kernel keeps a file's pages
-	// until the size or the mtime changes, so the mtime must.
+	// New bytes of the same length get a new mtime, for tools that
+	// compare size and mtime (rsync).
 	w.s.edit(w.alpine.ID, func(img *storageview.Image) { img.Names[len(img.Names)-1] = "localhost/nex:1" })
-	after, _ := h.getattr(nid)
+	_, _, out = h.mustLookup(dir + "names")
+	after := out.Attr
 	if after.Size != before.Size || !time.Unix(int64(after.Mtime), int64(after.Mtimensec)).After(time.Unix(int64(before.Mtime), int64(before.Mtimensec))) {
 		t.Errorf("names rewritten to the same length: size %d→%d, mtime %d.%09d→%d.%09d, want the same size and a later mtime",
 			before.Size, after.Size, before.Mtime, before.Mtimensec, after.Mtime, after.Mtimensec)
@@ -712,6 +716,68 @@ func TestCaching(t *testing.T) {
 	}
 	if got := h.mustReadlink("names/localhost/new:1"); got != "../../images/"+w.alpine.ID {
 		t.Errorf("new name -> %q", got)
+	}
+}
+
+// TestChangingFilesAreReplaced: a file whose bytes change is a new node
+// with each content, as after a rename over it: a reader that has the old
+// one reads its bytes to the end, whatever the store says meanwhile, and
+// the next lookup finds the new one. An immutable file pulled again (the
+// manifest) keeps its node and serves the bytes whose size the kernel was
+// last told until it asks again. Either way no read comes out torn (new
+// bytes cut at the old size).
+func TestChangingFilesAreReplaced(t *testing.T) {
+	w := newWorld()
+	h := newHarness(t, w.s, Options{})
+	dir := "images/" + w.alpine.ID + "/"
+	grow := func(name string) {
+		w.s.edit(w.alpine.ID, func(img *storageview.Image) { img.Names = append(img.Names, "localhost/a-much-longer-name:"+name) })
+		w.s.mu.Lock()
+		defer w.s.mu.Unlock()
+		w.s.inspect[w.alpine.ID] = append(w.s.inspect[w.alpine.ID], " longer"...)
+		w.s.history[w.alpine.ID] = append(w.s.history[w.alpine.ID], " longer"...)
+	}
+	for _, name := range []string{"names", "inspect.json", "history"} {
+		nid, _, out := h.mustLookup(dir + name)
+		old := h.mustRead(dir + name)
+		grow(name)
+		if got, errno := h.readNode(nid); errno != 0 || string(got) != string(old) {
+			t.Errorf("%s: the node read before the change: %q (%v), want its %d bytes", name, got, errno, len(old))
+		}
+		if a, _ := h.getattr(nid); a.Size != out.Attr.Size || a.Ino != out.Attr.Ino {
+			t.Errorf("%s: the old node's attributes changed: size %d ino %d, want %d %d", name, a.Size, a.Ino, out.Attr.Size, out.Attr.Ino)
+		}
+		nid2, _, out2 := h.mustLookup(dir + name)
+		got, errno := h.readNode(nid2)
+		if nid2 == nid || out2.Attr.Ino == out.Attr.Ino || errno != 0 || uint64(len(got)) != out2.Attr.Size || string(got) == string(old) {
+			t.Errorf("%s after the change: node %d ino %d, %d bytes (%v) of size %d; want a new node with the new bytes", name, nid2, out2.Attr.Ino, len(got), errno, out2.Attr.Size)
+		}
+		if ino := h.readdirIno(dir, name); ino != out2.Attr.Ino {
+			t.Errorf("%s: listed with ino %d, looked up as %d", name, ino, out2.Attr.Ino)
+		}
+	}
+
+	nid, _, _ := h.mustLookup(dir + "manifest")
+	old := h.mustRead(dir + "manifest")
+	newManifest := []byte(`{"schemaVersion":2,"a":"longer manifest than before"}`)
+	w.s.mu.Lock()
+	w.s.manifests[w.alpine.ID] = newManifest
+	w.s.mu.Unlock()
+	w.s.edit(w.alpine.ID, func(img *storageview.Image) { img.Digest = digest.FromBytes(newManifest) })
+	if got, errno := h.readNode(nid); errno != 0 || string(got) != string(old) {
+		t.Errorf("manifest read before new attributes: %q (%v), want the %d bytes reported", got, errno, len(old))
+	}
+	if a, _ := h.getattr(nid); a.Size != uint64(len(newManifest)) {
+		t.Errorf("manifest size %d after GETATTR, want %d", a.Size, len(newManifest))
+	}
+	if got, _ := h.readNode(nid); string(got) != string(newManifest) {
+		t.Errorf("manifest after GETATTR: %q, want the new bytes", got)
+	}
+
+	nid, _, _ = h.mustLookup("images/" + w.app.ID + "/names")
+	w.s.remove(w.app.ID)
+	if _, errno := h.readNode(nid); errno != syscall.ENOENT {
+		t.Errorf("names of a removed image: %v, want ENOENT", errno)
 	}
 }
 

@@ -7,8 +7,10 @@ package test
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/imagefs/imagefs/fs"
 	"github.com/imagefs/imagefs/storageview"
@@ -127,6 +131,95 @@ func TestRefresh(t *testing.T) {
 		return readlinkTo(e.p("digests/"+strings.TrimSpace(string(d))), id)
 	})
 	t.Logf("podman import visible after %s", took)
+}
+
+// TestRefreshReadsWhole: a file read right after the store changed, before
+// the watcher has told the kernel, comes out whole: the bytes of before
+// (whose size the kernel has) or of after, never the new bytes cut at the
+// old size, which is what `cat inspect.json | jq` got while podman tagged,
+// nor the old bytes followed by the tail of the new ones.
+func TestRefreshReadsWhole(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	id := e.base.ID
+	namesFile, inspectFile := e.p("images/"+id+"/names"), e.p("images/"+id+"/inspect.json")
+	for i := range 5 {
+		img, err := e.s.Store.Image(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		added := fmt.Sprintf("localhost/a-name-long-enough-to-grow-the-files:%d", i)
+		before := slices.Sorted(slices.Values(img.Names))
+		after := slices.Sorted(slices.Values(append(slices.Clone(img.Names), added)))
+		// The kernel learns the sizes (it keeps them for the attribute
+		// timeout) and has none of the pages, so the reads below ask
+		// imagefs.
+		files := map[string]*os.File{}
+		for _, p := range []string{namesFile, inspectFile} {
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.Stat(); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+				t.Fatal(err)
+			}
+			files[p] = f
+		}
+		// Another writer tags the image; imagefs sees the store change
+		// (inotify) well before its watcher's invalidation reaches the
+		// kernel (after a debounce).
+		if err := e.s.Store.AddNames(id, []string{added}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Millisecond)
+		names, rest := readAcross(t, files[namesFile])
+		if got := nameSet(names); !slices.Equal(got, before) && !slices.Equal(got, after) || len(rest) > 0 {
+			t.Errorf("round %d: names read right after a tag: %q, then %q; want the names of before or after, then nothing", i, names, rest)
+		}
+		data, rest := readAcross(t, files[inspectFile])
+		if len(rest) > 0 {
+			t.Errorf("round %d: inspect.json read on after the change: %d more bytes %q", i, len(rest), rest[:min(len(rest), 40)])
+		}
+		var inspect map[string]any
+		if err := json.Unmarshal(data, &inspect); err != nil {
+			t.Errorf("round %d: inspect.json read right after a tag: %v (%d bytes, ending %q)", i, err, len(data), data[max(0, len(data)-40):])
+		}
+		// And the new bytes follow.
+		eventually(t, "names after the tag", func() error {
+			b, err := os.ReadFile(namesFile)
+			if err != nil || !slices.Equal(nameSet(b), after) {
+				return fmt.Errorf("names %q %v", b, err)
+			}
+			return nil
+		})
+	}
+}
+
+// readAcross reads f as cat does, one read(2) larger than the file, then
+// reads on to the end after a pause in which the watcher's invalidation
+// of the change lands: the first part must be a whole file, and nothing
+// may follow it.
+func readAcross(t *testing.T, f *os.File) (first, rest []byte) {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	n, err := f.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	rest, err = io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n], rest
+}
+
+// nameSet is the sorted lines of a names file.
+func nameSet(b []byte) []string {
+	return slices.Sorted(slices.Values(strings.Fields(string(b))))
 }
 
 // tarOfFiles makes an uncompressed tar of regular files (path → content),
