@@ -164,6 +164,23 @@ type rootfsTree struct {
 	treeState
 }
 
+// gone reports whether the tree's image or layer has left the store. The
+// merged listings stay cached after that, and a process whose working
+// directory is in the tree would otherwise still look names up in them.
+func (t *rootfsTree) gone() bool {
+	if t.r.store == nil || len(t.key) < 2 {
+		return false
+	}
+	ix, id := t.r.store.Index(), t.key[1:]
+	if ix == nil {
+		return false
+	}
+	if t.key[0] == 'l' {
+		return ix.Layer(id) == nil
+	}
+	return ix.ImageByID(id) == nil
+}
+
 // rootfsNode is what every node under rootfs/ and diff/ shares: the entry
 // it shows and read-only answers for attributes and xattrs.
 type rootfsNode struct {
@@ -256,6 +273,9 @@ var _ = (fusefs.NodeLookuper)((*rootfsDir)(nil))
 // asking for a file's attributes here is what makes listings carry them
 // (see rootfsListHandle.Lookup).
 func (d *rootfsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if d.tree.gone() {
+		return nil, syscall.ENOENT
+	}
 	e, errno := d.entry(name)
 	if errno != 0 {
 		return nil, errno
@@ -295,6 +315,9 @@ var _ = (fusefs.NodeOpendirHandler)((*rootfsDir)(nil))
 // OpendirHandle returns the merged listing, sorted by name, and lets the
 // kernel cache it (FOPEN_CACHE_DIR): a layer's directories never change.
 func (d *rootfsDir) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if d.tree.gone() {
+		return nil, 0, syscall.ENOENT
+	}
 	l, err := d.tree.stack.List(d.ent)
 	if err != nil {
 		return nil, 0, d.tree.errno("readdir", d.ent.Path, err)

@@ -93,14 +93,26 @@ func TestRefresh(t *testing.T) {
 	})
 	t.Logf("podman untag visible after %s", took)
 
-	// podman rmi: the image's files are never served from the kernel's
-	// caches once podman is done, and every path to it goes.
-	e.s.PodmanOutput(t, "rmi", lone.ID)
-	if b, err := os.ReadFile(manifest); !errors.Is(err, syscall.ENOENT) {
-		same := bytes.Equal(b, oldManifest)
-		t.Errorf("cat of a removed image's manifest right after podman rmi: %d bytes (the old ones: %v), %v; want ENOENT", len(b), same, err)
+	// A directory of its rootfs held open, as a shell's working directory
+	// is, with a file below it looked up and read.
+	rootfs, err := os.Open(e.p("images/" + lone.ID + "/rootfs"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer rootfs.Close()
+	if b, err := readAt(rootfs, "lone"); err != nil || string(b) != "lone\n" {
+		t.Fatalf("rootfs/lone: %q %v", b, err)
+	}
+
+	// podman rmi: once imagefs has seen it, every path to the image goes
+	// and its files are no longer served from the kernel's caches. (Right
+	// after podman exits the kernel may still serve what it cached: the
+	// watcher's invalidation follows within milliseconds.)
+	e.s.PodmanOutput(t, "rmi", lone.ID)
 	took = eventually(t, "podman rmi", func() error {
+		if b, err := os.ReadFile(manifest); !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("manifest: %d bytes (the old ones: %v), %v", len(b), bytes.Equal(b, oldManifest), err)
+		}
 		for _, p := range []string{"images/" + lone.ID, "images/" + lone.ID[:12], "digests/" + lone.ManifestDigest.String(), "layers/" + lone.LayerIDs[0], "layers/" + lone.LayerIDs[0][:12]} {
 			if err := gone(e.p(p)); err != nil {
 				return err
@@ -109,6 +121,12 @@ func TestRefresh(t *testing.T) {
 		return nil
 	})
 	t.Logf("podman rmi visible after %s", took)
+	if b, err := readAt(rootfs, "lone"); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("rootfs/lone of the removed image, from its rootfs held open: %q, %v; want ENOENT", b, err)
+	}
+	if names, err := rootfs.Readdirnames(-1); len(names) > 0 {
+		t.Errorf("listing of the removed image's rootfs held open: %q, %v; want nothing", names, err)
+	}
 
 	// podman import: a new image, its name, digest and layer.
 	tarball := filepath.Join(t.TempDir(), "x.tar")
@@ -220,6 +238,18 @@ func readAcross(t *testing.T, f *os.File) (first, rest []byte) {
 // nameSet is the sorted lines of a names file.
 func nameSet(b []byte) []string {
 	return slices.Sorted(slices.Values(strings.Fields(string(b))))
+}
+
+// readAt reads the file name in directory dir, looked up from dir as a
+// process whose working directory dir is would.
+func readAt(dir *os.File, name string) ([]byte, error) {
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	return io.ReadAll(f)
 }
 
 // tarOfFiles makes an uncompressed tar of regular files (path → content),
