@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/fnv"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -153,9 +154,8 @@ var _ = (fusefs.NodeReader)((*blobFile)(nil))
 
 // Read serves the bytes whose size the kernel was last told. For an
 // immutable file whose version changed (a manifest pulled again), those
-// are the bytes last reported by attr until the kernel asks for the
-// attributes again, which the watcher's invalidation makes it do before
-// its next read.
+// are the bytes last reported by attr, until the kernel asks for the
+// attributes again (after the watcher's invalidation or the timeout).
 func (f *blobFile) Read(ctx context.Context, _ fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	data, errno := f.served(ctx)
 	if errno != 0 {
@@ -232,7 +232,7 @@ func (t *tree) forgetVersions(dirs []string) {
 	defer t.versions.mu.Unlock()
 	for path := range t.versions.seen {
 		for _, d := range dirs {
-			if len(path) > len(d) && path[:len(d)] == d && path[len(d)] == '/' {
+			if strings.HasPrefix(path, d+"/") {
 				delete(t.versions.seen, path)
 				break
 			}
