@@ -781,6 +781,28 @@ func TestChangingFilesAreReplaced(t *testing.T) {
 	}
 }
 
+// TestVersionSeen: the first content of a file has no time of its own, a
+// new one has the time it was seen, the same one keeps it; what is
+// recorded for a removed image goes, and nothing of another one.
+func TestVersionSeen(t *testing.T) {
+	tr := newTree(newFakeStore(), Options{})
+	if got := tr.versionSeen("/images/a/names", 1); !got.IsZero() {
+		t.Errorf("first content: since %v, want zero", got)
+	}
+	changed := tr.versionSeen("/images/a/names", 2)
+	if changed.IsZero() || !tr.versionSeen("/images/a/names", 2).Equal(changed) {
+		t.Errorf("new content: since %v, then %v; want a time, kept", changed, tr.versionSeen("/images/a/names", 2))
+	}
+	tr.versionSeen("/images/ab/names", 1)
+	tr.forgetVersions([]string{"/images/a"})
+	if _, ok := tr.versions.seen["/images/a/names"]; ok {
+		t.Error("the removed image's content is still recorded")
+	}
+	if _, ok := tr.versions.seen["/images/ab/names"]; !ok {
+		t.Error("another image's content was forgotten with it")
+	}
+}
+
 // TestManifestChanges: an image pulled again with another manifest keeps
 // its ID but changes manifest and digest; the files follow.
 func TestManifestChanges(t *testing.T) {
