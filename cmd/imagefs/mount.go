@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -181,6 +180,7 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 	storageLogs.flush()
 	readyCalled = true
 	ready(nil)
+	defer returnIdleMemory(idleCheckInterval)()
 
 	for done := false; !done; {
 		select {
@@ -307,19 +307,6 @@ func describeStore(mf *mountFlags) string {
 		parts = append([]string{"podman's default"}, parts...)
 	}
 	return "image store (" + strings.Join(parts, ", ") + ")"
-}
-
-// serverMemoryLimit is the Go heap size past which the serving process
-// collects garbage harder. What it keeps live is bounded (the index, the
-// listing cache, the inodes the kernel knows: nodes/rootfs_evict.go);
-// without a limit the collector lets the heap grow to twice that before
-// it runs, and the process keeps the pages. GOMEMLIMIT overrides it.
-const serverMemoryLimit = 224 << 20
-
-func limitMemory() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(serverMemoryLimit)
-	}
 }
 
 func startCPUProfile(path string) (func(), error) {

@@ -118,7 +118,9 @@ func (r *runner) idleRSS(iv *imagefsView, si *storeInfo) {
 	} else if _, err := r.exec(mnt, nil, "sh", "-c", "ls names images >/dev/null"); err != nil {
 		res.errs = append(res.errs, err.Error())
 	} else {
-		time.Sleep(2 * time.Second)
+		// Idle: the server returns what the listing left behind after its
+		// first quiet second (cmd/imagefs/memory.go), within 2 s.
+		time.Sleep(3 * time.Second)
 		if st, err := readProcStats(iv.pid()); err == nil {
 			res.rssMB = float64(st.rssKB) / 1024
 			res.peakMB[imagefsName] = float64(st.hwmKB) / 1024
