@@ -10,12 +10,9 @@ var (
 	_ = (fusefs.NodeRmdirer)((*namesDir)(nil))
 	_ = (fusefs.NodeRenamer)((*namesDir)(nil))
 	_ = (fusefs.NodeOnAdder)((*namesDir)(nil))
-	_ = (fusefs.NodeLookuper)((*pendingNameDir)(nil))
-	_ = (fusefs.NodeReaddirer)((*pendingNameDir)(nil))
 	_ = (fusefs.NodeRmdirer)((*imagesDir)(nil))
 	_ = (fusefs.NodeUnlinker)((*digestsDir)(nil))
 	_ = (fusefs.NodeReadlinker)((*nameLink)(nil))
 
-	_ treeNode = (*pendingNameDir)(nil)
 	_ treeNode = (*nameLink)(nil)
 )

@@ -42,8 +42,11 @@ func (d *namesDir) stable() fusefs.StableAttr {
 	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}
 }
 
+// timeouts: names/ itself, and a directory only in memory (mkdir made it:
+// names_write.go), keep their entries for long; the others follow the
+// store.
 func (d *namesDir) timeouts() (time.Duration, time.Duration) {
-	if len(d.path) == 0 {
+	if len(d.path) == 0 || d.t.isPending(d.pathString()) {
 		return d.t.immutableTimeout, d.t.attrTimeout
 	}
 	return d.t.entryTimeout, d.t.attrTimeout
@@ -51,10 +54,14 @@ func (d *namesDir) timeouts() (time.Duration, time.Duration) {
 
 func (d *namesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
 	nd := d.t.nameDir(ix, d.path)
-	if nd == nil {
+	switch {
+	case nd != nil:
+		fixedDirAttr(d.t, ix, a, d.stable().Ino, len(nd.Dirs))
+	case d.t.isPending(d.pathString()):
+		fixedDirAttr(d.t, ix, a, d.stable().Ino, len(d.t.pendingChildren(d.pathString())))
+	default:
 		return syscall.ENOENT
 	}
-	fixedDirAttr(d.t, ix, a, d.stable().Ino, len(nd.Dirs))
 	return 0
 }
 
@@ -65,7 +72,7 @@ func (d *namesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	ix := d.t.index()
 	nd := d.t.nameDir(ix, d.path)
 	if nd == nil {
-		return nil, syscall.ENOENT
+		return d.lookupPending(ctx, ix, name, out) // below a directory mkdir made, or ENOENT
 	}
 	if nd.Dirs[name] != nil {
 		sub := &namesDir{dirNode: dirNode{node{t: d.t}}, path: append(d.path[:len(d.path):len(d.path)], name)}
@@ -94,7 +101,7 @@ func (d *namesDir) link(leaf string) *nameLink {
 // same, which the name grammar rules out anyway).
 func (d *namesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	nd := d.t.nameDir(d.t.index(), d.path)
-	if nd == nil {
+	if nd == nil && !d.t.isPending(d.pathString()) {
 		return nil, syscall.ENOENT
 	}
 	return listing(d.EmbeddedInode(), d.entries(nd)), 0

@@ -111,7 +111,7 @@ func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.E
 		ws.mu.Unlock()
 		ln = newNameLink(t, len(d.path), hashIno(kindName, full), "", img.ID)
 	} else {
-		if err := w.Tag(img.ID, stored); err != nil {
+		if err := t.change(func() error { return w.Tag(img.ID, stored) }); err != nil {
 			return nil, t.writeErrno(ctx, op, p, err)
 		}
 		ln = newNameLink(t, len(d.path), hashIno(kindName, stored), stored, "")
@@ -170,16 +170,17 @@ func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
 		}
 		return t.refuseWrite(op, p, syscall.ENOENT, "no such name")
 	}
-	if err := w.RemoveName(full); err != nil {
+	if err := t.change(func() error { return w.RemoveName(full) }); err != nil {
 		return t.writeErrno(ctx, op, p, err)
 	}
+	t.keepDirs(full)
 	return 0
 }
 
 // Mkdir makes a directory of names/ a new name needs (mkdir -p
 // names/quay.io/me): it lives in memory until rmdir, or until a name made
-// below it turns it into an ordinary names/ directory (which goes with its
-// last name). The path must be able to start a name: the first level is a
+// below it turns it into an ordinary names/ directory (kept when its last
+// name goes through the mount: keepDirs). The path must be able to start a name: the first level is a
 // registry ("quay.io", "localhost", "example.com:5000"). A directory that
 // exists already — the kernel, asking, did not know it yet — is simply
 // returned.
@@ -308,9 +309,10 @@ func (d *namesDir) Rename(ctx context.Context, name string, newParent fusefs.Ino
 	if errno != 0 {
 		return errno
 	}
-	if err := w.Retag(old, stored); err != nil {
+	if err := t.change(func() error { return w.Retag(old, stored) }); err != nil {
 		return t.writeErrno(ctx, op, p+" -> "+newP, err)
 	}
+	t.keepDirs(old)
 	t.settlePending(t.index())
 	d.moved(name, stored, len(np.dirPath()))
 	return 0
@@ -327,7 +329,7 @@ func (d *namesDir) renameTemp(ctx context.Context, w Writer, op, p, id, name str
 	if errno != 0 {
 		return errno
 	}
-	if err := w.Tag(id, stored); err != nil {
+	if err := t.change(func() error { return w.Tag(id, stored) }); err != nil {
 		return t.writeErrno(ctx, op, p+" -> "+newP, err)
 	}
 	t.dropTemp(joinName(d.path, name))
@@ -523,45 +525,11 @@ func pathParts(p string) []string {
 	return out
 }
 
-// pendingNameDir is a names/ directory made by mkdir: empty until a name
-// is made below it; once the index has the directory it behaves as any
-// other names/ directory.
-type pendingNameDir struct{ namesDir }
-
-func newPendingNameDir(t *tree, path []string) *pendingNameDir {
-	return &pendingNameDir{namesDir{dirNode: dirNode{node{t: t}}, path: path}}
-}
-
-// timeouts: while only in memory, the kernel keeps the entry for long
-// (names/ lookups find only names the store has).
-func (d *pendingNameDir) timeouts() (time.Duration, time.Duration) {
-	if d.t.isPending(d.pathString()) {
-		return d.t.immutableTimeout, d.t.attrTimeout
-	}
-	return d.namesDir.timeouts()
-}
-
-func (d *pendingNameDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
-	if ix.NameDir(d.path) != nil {
-		return d.namesDir.attr(ctx, ix, a)
-	}
-	if !d.t.isPending(d.pathString()) {
-		return syscall.ENOENT
-	}
-	fixedDirAttr(d.t, ix, a, d.stable().Ino, len(d.t.pendingChildren(d.pathString())))
-	return 0
-}
-
-// Lookup finds names and directories as names/ does, and directories
-// mkdir made.
-func (d *pendingNameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	ix := d.t.index()
-	if ix.NameDir(d.path) != nil {
-		if ch, errno := d.namesDir.Lookup(ctx, name, out); errno != syscall.ENOENT {
-			return ch, errno
-		}
-	}
-	return d.namesDir.lookupPending(ctx, ix, name, out)
+// newPendingNameDir is the node of a names/ directory mkdir made (or a
+// write kept, keepDirs): a namesDir, which finds it in the pending set
+// while the index does not have it.
+func newPendingNameDir(t *tree, path []string) *namesDir {
+	return &namesDir{dirNode: dirNode{node{t: t}}, path: path}
 }
 
 // lookupPending finds a directory mkdir made below d.
@@ -570,16 +538,6 @@ func (d *namesDir) lookupPending(ctx context.Context, ix *storageview.Index, nam
 		return nil, syscall.ENOENT
 	}
 	return lookupChild(ctx, d.EmbeddedInode(), name, ix, newPendingNameDir(d.t, append(slices.Clone(d.path), name)), out)
-}
-
-// Readdir lists the names and directories, and the directories mkdir made.
-func (d *pendingNameDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	ix := d.t.index()
-	nd := ix.NameDir(d.path)
-	if nd == nil && !d.t.isPending(d.pathString()) {
-		return nil, syscall.ENOENT
-	}
-	return listing(d.EmbeddedInode(), d.namesDir.entries(nd)), 0
 }
 
 // entries are the sorted listing of names/<d.path> given its index

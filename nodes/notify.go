@@ -28,6 +28,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 
@@ -111,19 +112,8 @@ func (t *tree) onChange(old, new *storageview.Index) {
 
 	if images != nil {
 		n.idsChanged(images, c.ImagesAdded, c.ImagesRemoved)
-		files := map[string]bool{}
-		for _, id := range c.ImagesChanged {
-			files[id] = true
-		}
-		for _, ch := range images.Children() {
-			if d, ok := ch.Operations().(*imageDir); ok && files[d.id] {
-				for _, f := range []string{"names", "inspect.json", "history"} {
-					n.entry(ch, f)
-				}
-				content(ch.GetChild("digest"))
-			}
-		}
 	}
+	t.notifyRecordFiles(n, c)
 	gone := make([]string, 0, len(c.ImagesRemoved)+len(c.LayersRemoved))
 	for _, id := range c.ImagesRemoved {
 		gone = append(gone, "/images/"+id)
@@ -159,12 +149,64 @@ func (t *tree) onChange(old, new *storageview.Index) {
 
 	if layers != nil {
 		n.idsChanged(layers, c.LayersAdded, c.LayersRemoved)
+	}
+}
+
+// notifyRecordFiles invalidates the files whose content follows the
+// records of images and layers that are still there — an image's names,
+// inspect.json, history and digest, a layer's info.json — and df. None of
+// them is in a directory a write operation holds locked (names/,
+// images/, digests/, or a removed image's directory), so our own writes
+// send these before they return as well (notifyOwnChange).
+func (t *tree) notifyRecordFiles(n *notifier, c *storageview.Changes) {
+	root := t.root
+	if images := root.GetChild("images"); images != nil && len(c.ImagesChanged) > 0 {
+		changed := make(map[string]bool, len(c.ImagesChanged))
+		for _, id := range c.ImagesChanged {
+			changed[id] = true
+		}
+		for _, ch := range images.Children() {
+			if d, ok := ch.Operations().(*imageDir); ok && changed[d.id] {
+				for _, f := range []string{"names", "inspect.json", "history"} {
+					n.entry(ch, f)
+				}
+				content(ch.GetChild("digest"))
+			}
+		}
+	}
+	if layers := root.GetChild("layers"); layers != nil {
 		for _, id := range c.LayersChanged {
 			n.entry(layers.GetChild(id), "info.json")
 		}
 	}
-
 	n.entry(root, "df")
+}
+
+// ownChangeWait bounds how long a write waits for its invalidations. They
+// take microseconds; the bound is for a kernel lock held by another
+// operation that itself waits for the directory this write holds (a
+// rename from an image's directory into names/), which clears once the
+// write has returned.
+const ownChangeWait = 100 * time.Millisecond
+
+// notifyOwnChange is called by a write of ours once the store changed,
+// with the indexes of before and after: what the write changed in
+// other directories (notifyRecordFiles) is right when it returns, so that
+// `ln -s … && cat images/<id>/names` reads the new name. The rest follows
+// from the store's follower (onChange), as for podman's changes.
+func (t *tree) notifyOwnChange(old, new *storageview.Index) {
+	if t.root == nil || old == new {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t.notifyRecordFiles(newNotifier(), storageview.Diff(old, new))
+	}()
+	select {
+	case <-done:
+	case <-time.After(ownChangeWait):
+	}
 }
 
 // idsChanged invalidates, in dir (images/, layers/), the entries of the

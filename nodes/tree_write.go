@@ -101,6 +101,25 @@ func (t *tree) settlePending(ix *storageview.Index) {
 	}
 }
 
+// keepDirs keeps the directories of a name that a write removed or moved
+// away, as a file system keeps a directory when its last file goes: those
+// the store no longer has become directories as mkdir makes them (until
+// rmdir). `rm -r` of a repository, which removes the names and then the
+// directories, and an `ln -s` into the directory right after then find
+// it. (When podman removes the last name, the directory goes with it.)
+func (t *tree) keepDirs(name string) {
+	ix := t.index()
+	parts := strings.Split(name, "/")
+	ws := t.writes()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for i := 1; i < len(parts); i++ {
+		if ix.NameDir(parts[:i]) == nil {
+			ws.pending[strings.Join(parts[:i], "/")] = true
+		}
+	}
+}
+
 // mayChange tells whether the caller of a change may make it: root and
 // the user who mounted (the serving process's user). Under allow_other
 // everybody else only reads.
@@ -139,6 +158,18 @@ func (t *tree) refuseWrite(op, p string, errno syscall.Errno, format string, arg
 	}
 	t.log.Printf("%s %s: refused (%s): %s", op, p, unix.ErrnoName(errno), reason)
 	return errno
+}
+
+// change makes one change of the store (a call of the Writer) and, when
+// it succeeded, updates what the kernel caches of it before the write
+// operation returns (notifyOwnChange).
+func (t *tree) change(do func() error) error {
+	old := t.index()
+	if err := do(); err != nil {
+		return err
+	}
+	t.notifyOwnChange(old, t.index())
+	return nil
 }
 
 // writeErrno maps an error of the store's write side to errno, logging

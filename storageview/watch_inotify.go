@@ -211,10 +211,14 @@ func (f *follower) run(last *Index) {
 		case <-f.stop:
 			return
 		case <-f.wake:
-			// Let the burst settle, then take everything it brought.
+			// Let the burst settle, then take everything it brought; a
+			// change of ours (the usual cause of the burst when it comes)
+			// has settled already.
 			select {
 			case <-f.stop:
 				return
+			case <-f.own:
+				own = true
 			case <-time.After(followDebounce):
 			}
 			select {

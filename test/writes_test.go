@@ -417,6 +417,107 @@ func TestWrites(t *testing.T) {
 	e.wantTags("rm of a digested name", busy, "localhost/busy:1", "localhost/busy:2")
 }
 
+// TestWritesReadBack: what a write changed reads back at once, also from
+// files the kernel had cached just before: the image's names and
+// inspect.json, df, and the info.json of a layer the image used. The
+// write invalidates them before it returns; without that they lag by the
+// store follower's turn (milliseconds).
+func TestWritesReadBack(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	tool := e.tool.ID
+	sharedLink, err := os.Readlink(e.p("images/" + tool + "/layers/000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	infoJSON := "layers/" + filepath.Base(sharedLink) + "/info.json"
+	files := []string{"images/" + tool + "/names", "images/" + tool + "/inspect.json", "df"}
+	read := func(rel string) string {
+		t.Helper()
+		b, err := os.ReadFile(e.p(rel))
+		if err != nil {
+			t.Fatalf("cat %s: %v", rel, err)
+		}
+		return string(b)
+	}
+	// shows checks, right after a write, that each file shows name (or
+	// no longer does); of inspect.json its RepoTags (NamesHistory keeps
+	// every name the image had).
+	shows := func(after, name string, want bool) {
+		t.Helper()
+		for _, f := range files {
+			got := read(f)
+			if strings.HasSuffix(f, "inspect.json") {
+				var inspect struct{ RepoTags []string }
+				if err := json.Unmarshal([]byte(got), &inspect); err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				got = strings.Join(inspect.RepoTags, "\n") + "\n"
+			}
+			if strings.Contains(got, name) != want {
+				t.Errorf("cat %s right after %s: shows %s = %v, want %v:\n%s", f, after, name, !want, want, got)
+			}
+		}
+	}
+	for i := range 5 {
+		for _, f := range files {
+			read(f) // the kernel caches them
+		}
+		name, moved := fmt.Sprintf("quay.io/org/rb:%d", i), fmt.Sprintf("quay.io/org/rb:%d-moved", i)
+		if err := os.Symlink("../../../images/"+tool, e.p("names/"+name)); err != nil {
+			t.Fatalf("ln -s: %v", err)
+		}
+		shows("ln -s", name, true)
+		if err := os.Rename(e.p("names/"+name), e.p("names/"+moved)); err != nil {
+			t.Fatalf("mv: %v", err)
+		}
+		shows("mv", moved, true)
+		shows("mv", name+"\n", false)
+		if err := os.Remove(e.p("names/" + moved)); err != nil {
+			t.Fatalf("rm: %v", err)
+		}
+		shows("rm", moved, false)
+	}
+
+	// rm -r of a repository: the names go one by one, and each directory
+	// goes with its last name, before rm -r's own rmdir reaches it.
+	if err := os.MkdirAll(e.p("names/quay.io/rr/sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"quay.io/rr/app:1", "quay.io/rr/app:2", "quay.io/rr/sub/app:1"} {
+		if err := os.Symlink(e.p("images/"+tool), e.p("names/"+n)); err != nil {
+			t.Fatalf("ln -s %s: %v", n, err)
+		}
+	}
+	// A directory whose last name just went stays for the next ln -s.
+	if err := os.Remove(e.p("names/quay.io/rr/sub/app:1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(e.p("images/"+tool), e.p("names/quay.io/rr/sub/app:9")); err != nil {
+		t.Errorf("ln -s into a directory whose last name just went: %v", err)
+	}
+	if out, err := exec.Command("rm", "-r", e.p("names/quay.io/rr")).CombinedOutput(); err != nil {
+		t.Errorf("rm -r names/quay.io/rr: %v: %s", err, out)
+	}
+	e.wantTags("rm -r", tool, "quay.io/org/tool:2")
+	if err := gone(e.p("names/quay.io/rr")); err != nil {
+		t.Error(err)
+	}
+
+	read(infoJSON)
+	if !strings.Contains(read(infoJSON), tool) {
+		t.Fatalf("%s does not list %s", infoJSON, tool)
+	}
+	if err := os.Remove(e.p("images/" + tool)); err != nil {
+		t.Fatalf("rmdir images/%s: %v", tool, err)
+	}
+	if got := read(infoJSON); strings.Contains(got, tool) {
+		t.Errorf("%s right after rmdir of an image using the layer still lists it:\n%s", infoJSON, got)
+	}
+	if got := read("df"); strings.Contains(got, tool) {
+		t.Errorf("df right after rmdir still lists the image:\n%s", got)
+	}
+}
+
 // TestWritesPruneParents: rm of a built image's last name also removes the
 // untagged intermediate images podman build --layers left under it, as
 // podman rmi does; its named base and the other images stay.
