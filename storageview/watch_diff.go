@@ -119,7 +119,7 @@ func Diff(old, new *Index) *Changes {
 // nameOwners maps every name of ix to the image the names/ tree shows for
 // it.
 func nameOwners(ix *Index) map[string]string {
-	m := map[string]string{}
+	m := make(map[string]string, len(ix.imageByName))
 	for _, img := range ix.Images {
 		for _, n := range img.Names {
 			if owner := ix.ImageByName(n); owner != nil {
@@ -132,15 +132,16 @@ func nameOwners(ix *Index) map[string]string {
 
 // digestOwners maps every digest of ix to the image digests/ shows for it.
 func digestOwners(ix *Index) map[digest.Digest]string {
-	m := map[digest.Digest]string{}
+	m := make(map[digest.Digest]string, len(ix.imageByDigest))
+	add := func(d digest.Digest) {
+		if owner := ix.ImageByDigest(d); d != "" && owner != nil {
+			m[d] = owner.ID
+		}
+	}
 	for _, img := range ix.Images {
-		for _, d := range append([]digest.Digest{img.Digest}, img.Digests...) {
-			if d == "" {
-				continue
-			}
-			if owner := ix.ImageByDigest(d); owner != nil {
-				m[d] = owner.ID
-			}
+		add(img.Digest)
+		for _, d := range img.Digests {
+			add(d)
 		}
 	}
 	return m
