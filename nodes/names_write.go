@@ -275,7 +275,8 @@ func (d *namesDir) dirPath() []string { return d.path }
 // gets the new one (added after its names) and loses the old, in one
 // change. EEXIST when another image holds the new name (mv never takes a
 // name from another image; ln -s does); EXDEV out of names/ and for
-// directories (mv then moves the names one by one).
+// directories (their names may belong to many images: one change per
+// image could stop half-way).
 func (d *namesDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	const op = "rename"
 	t, p := d.t, namesPath(d.path, name)
