@@ -180,10 +180,10 @@ func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
 // Mkdir makes a directory of names/ a new name needs (mkdir -p
 // names/quay.io/me): it lives in memory until rmdir, or until a name made
 // below it turns it into an ordinary names/ directory (kept when its last
-// name goes through the mount: keepDirs). The path must be able to start a name: the first level is a
-// registry ("quay.io", "localhost", "example.com:5000"). A directory that
-// exists already — the kernel, asking, did not know it yet — is simply
-// returned.
+// name goes through the mount: keepDirs). The path must be able to start
+// a name: the first level is a registry ("quay.io", "localhost",
+// "example.com:5000"). A directory that exists already — the kernel,
+// asking, did not know it yet — is simply returned.
 func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	const op = "mkdir"
 	t, p := d.t, namesPath(d.path, name)
