@@ -19,10 +19,12 @@ package nodes
 //     the kernel caches every listing (handleless.go), and an entry
 //     invalidation only drops the listing when the kernel knew the name.
 //
-// The notifications are sent from the store's follower goroutine, never
-// from inside a FUSE operation: the kernel holds the directory's lock
-// during an operation, and a notification about that directory would wait
-// for it forever.
+// The notifications are sent from the store's follower goroutine: the
+// kernel holds a directory's lock during an operation in it, and a
+// notification about that directory sent from inside the operation would
+// wait for it forever. The one exception is a write of ours, which sends
+// what it changed outside the directories it holds before it returns
+// (notifyOwnChange), so that it reads back at once.
 
 import (
 	"context"
@@ -104,16 +106,8 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	t.settlePending(new)
 	c := storageview.Diff(old, new)
 	n := newNotifier()
+	t.notifyOutsideNames(n, c, "")
 
-	images := root.GetChild("images")
-	names := root.GetChild("names")
-	digests := root.GetChild("digests")
-	layers := root.GetChild("layers")
-
-	if images != nil {
-		n.idsChanged(images, c.ImagesAdded, c.ImagesRemoved)
-	}
-	t.notifyRecordFiles(n, c)
 	gone := make([]string, 0, len(c.ImagesRemoved)+len(c.LayersRemoved))
 	for _, id := range c.ImagesRemoved {
 		gone = append(gone, "/images/"+id)
@@ -123,7 +117,7 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	}
 	t.forgetVersions(gone)
 
-	if names != nil {
+	if names := root.GetChild("names"); names != nil {
 		cur := t.index() // may be newer than new already
 		for _, name := range c.NamesAdded {
 			t.notifyName(n, names, old, new, cur, name, false)
@@ -135,32 +129,23 @@ func (t *tree) onChange(old, new *storageview.Index) {
 			t.notifyName(n, names, old, new, cur, name, true)
 		}
 	}
-
-	if digests != nil {
-		for _, list := range [][]string{digestStrings(c.DigestsAdded), digestStrings(c.DigestsRemoved), digestStrings(c.DigestsMoved)} {
-			for _, d := range list {
-				n.entry(digests, d)
-			}
-		}
-		if len(c.DigestsAdded)+len(c.DigestsRemoved) > 0 {
-			n.listing(digests)
-		}
-	}
-
-	if layers != nil {
-		n.idsChanged(layers, c.LayersAdded, c.LayersRemoved)
-	}
 }
 
-// notifyRecordFiles invalidates the files whose content follows the
-// records of images and layers that are still there — an image's names,
-// inspect.json, history and digest, a layer's info.json — and df. None of
-// them is in a directory a write operation holds locked (names/,
-// images/, digests/, or a removed image's directory), so our own writes
-// send these before they return as well (notifyOwnChange).
-func (t *tree) notifyRecordFiles(n *notifier, c *storageview.Changes) {
+// notifyOutsideNames invalidates what changed outside names/: the entries
+// of images/, digests/ and layers/, and the files whose content follows
+// the records of images and layers that are still there (an image's
+// names, inspect.json, history and digest, a layer's info.json, df).
+// held is the top directory ("images", "digests") whose entries are left
+// alone because a write operation in it holds its lock ("" for none).
+// No file is in such a directory: names/ holds none, and a removed image's
+// directory, which `rmdir images/<id>` holds, has no changed files.
+func (t *tree) notifyOutsideNames(n *notifier, c *storageview.Changes, held string) {
 	root := t.root
-	if images := root.GetChild("images"); images != nil && len(c.ImagesChanged) > 0 {
+	images := root.GetChild("images")
+	if images != nil && held != "images" {
+		n.idsChanged(images, c.ImagesAdded, c.ImagesRemoved)
+	}
+	if images != nil && len(c.ImagesChanged) > 0 {
 		changed := make(map[string]bool, len(c.ImagesChanged))
 		for _, id := range c.ImagesChanged {
 			changed[id] = true
@@ -174,7 +159,18 @@ func (t *tree) notifyRecordFiles(n *notifier, c *storageview.Changes) {
 			}
 		}
 	}
+	if digests := root.GetChild("digests"); digests != nil && held != "digests" {
+		for _, list := range [][]string{digestStrings(c.DigestsAdded), digestStrings(c.DigestsRemoved), digestStrings(c.DigestsMoved)} {
+			for _, d := range list {
+				n.entry(digests, d)
+			}
+		}
+		if len(c.DigestsAdded)+len(c.DigestsRemoved) > 0 {
+			n.listing(digests)
+		}
+	}
 	if layers := root.GetChild("layers"); layers != nil {
+		n.idsChanged(layers, c.LayersAdded, c.LayersRemoved)
 		for _, id := range c.LayersChanged {
 			n.entry(layers.GetChild(id), "info.json")
 		}
@@ -189,19 +185,21 @@ func (t *tree) notifyRecordFiles(n *notifier, c *storageview.Changes) {
 // write has returned.
 const ownChangeWait = 100 * time.Millisecond
 
-// notifyOwnChange is called by a write of ours once the store changed,
-// with the indexes of before and after: what the write changed in
-// other directories (notifyRecordFiles) is right when it returns, so that
-// `ln -s … && cat images/<id>/names` reads the new name. The rest follows
-// from the store's follower (onChange), as for podman's changes.
-func (t *tree) notifyOwnChange(old, new *storageview.Index) {
+// notifyOwnChange is called by a write of ours in the top directory held
+// once the store changed, with the indexes of before and after: what the
+// write changed outside names/ (notifyOutsideNames) is right when it
+// returns, so that `ln -s … && cat images/<id>/names` reads the new name
+// and `rm` of an image's last name is followed by ENOENT under images/.
+// names/ directories follow from the store's follower (onChange), as for
+// podman's changes.
+func (t *tree) notifyOwnChange(old, new *storageview.Index, held string) {
 	if t.root == nil || old == new {
 		return
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t.notifyRecordFiles(newNotifier(), storageview.Diff(old, new))
+		t.notifyOutsideNames(newNotifier(), storageview.Diff(old, new), held)
 	}()
 	select {
 	case <-done:

@@ -160,15 +160,16 @@ func (t *tree) refuseWrite(op, p string, errno syscall.Errno, format string, arg
 	return errno
 }
 
-// change makes one change of the store (a call of the Writer) and, when
-// it succeeded, updates what the kernel caches of it before the write
+// change makes one change of the store (a call of the Writer) for a write
+// operation in the top directory held ("names", "images", "digests") and,
+// when it succeeded, updates what the kernel caches of it before the
 // operation returns (notifyOwnChange).
-func (t *tree) change(do func() error) error {
+func (t *tree) change(held string, do func() error) error {
 	old := t.index()
 	if err := do(); err != nil {
 		return err
 	}
-	t.notifyOwnChange(old, t.index())
+	t.notifyOwnChange(old, t.index(), held)
 	return nil
 }
 

@@ -516,6 +516,26 @@ func TestWritesReadBack(t *testing.T) {
 	if got := read("df"); strings.Contains(got, tool) {
 		t.Errorf("df right after rmdir still lists the image:\n%s", got)
 	}
+
+	// rm of an image's last name: its images/ and digests/ entries are
+	// gone when rm returns, also those the kernel had looked up.
+	lone := e.lone
+	if err := os.Symlink("../../images/"+lone.ID, e.p("names/localhost/lone:1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"images/" + lone.ID, "images/" + lone.ID[:12], "digests/" + lone.ManifestDigest.String()} {
+		if _, err := os.Stat(e.p(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(e.p("names/localhost/lone:1")); err != nil {
+		t.Fatalf("rm of the last name: %v", err)
+	}
+	for _, p := range []string{"images/" + lone.ID, "images/" + lone.ID[:12], "digests/" + lone.ManifestDigest.String()} {
+		if err := gone(e.p(p)); err != nil {
+			t.Errorf("right after rm of the last name: %v", err)
+		}
+	}
 }
 
 // TestWritesPruneParents: rm of a built image's last name also removes the
