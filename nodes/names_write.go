@@ -236,7 +236,8 @@ func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fus
 	return ch, 0
 }
 
-// Rmdir removes a directory mkdir made and no name uses yet. A directory
+// Rmdir removes a directory no name uses (mkdir made it, or its last name
+// went through the mount: keepDirs). A directory
 // holding names is ENOTEMPTY: names go one by one (rm), never a whole
 // repository at once.
 func (d *namesDir) Rmdir(ctx context.Context, name string) syscall.Errno {

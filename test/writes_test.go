@@ -503,8 +503,7 @@ func TestWritesReadBack(t *testing.T) {
 		t.Error(err)
 	}
 
-	read(infoJSON)
-	if !strings.Contains(read(infoJSON), tool) {
+	if !strings.Contains(read(infoJSON), tool) { // and the kernel caches it
 		t.Fatalf("%s does not list %s", infoJSON, tool)
 	}
 	if err := os.Remove(e.p("images/" + tool)); err != nil {
@@ -523,7 +522,8 @@ func TestWritesReadBack(t *testing.T) {
 	if err := os.Symlink("../../images/"+lone.ID, e.p("names/localhost/lone:1")); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"images/" + lone.ID, "images/" + lone.ID[:12], "digests/" + lone.ManifestDigest.String()} {
+	entries := []string{"images/" + lone.ID, "images/" + lone.ID[:12], "digests/" + lone.ManifestDigest.String()}
+	for _, p := range entries {
 		if _, err := os.Stat(e.p(p)); err != nil {
 			t.Fatal(err)
 		}
@@ -531,7 +531,7 @@ func TestWritesReadBack(t *testing.T) {
 	if err := os.Remove(e.p("names/localhost/lone:1")); err != nil {
 		t.Fatalf("rm of the last name: %v", err)
 	}
-	for _, p := range []string{"images/" + lone.ID, "images/" + lone.ID[:12], "digests/" + lone.ManifestDigest.String()} {
+	for _, p := range entries {
 		if err := gone(e.p(p)); err != nil {
 			t.Errorf("right after rm of the last name: %v", err)
 		}
