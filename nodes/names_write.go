@@ -273,11 +273,11 @@ type namesDirNode interface{ dirPath() []string }
 func (d *namesDir) dirPath() []string { return d.path }
 
 // Rename (mv names/a:1 names/b:2) retags: the image holding the old name
-// gets the new one (added after its names) and loses the old, in one
-// change. EEXIST when another image holds the new name (mv never takes a
-// name from another image; ln -s does); EXDEV out of names/ and for
-// directories (their names may belong to many images: one change per
-// image could stop half-way).
+// gets the new one (added after its names), then loses the old. EEXIST
+// when another image holds the new name (mv never takes a name from
+// another image; ln -s does); EXDEV out of names/ and for directories
+// (their names may belong to many images: one change per image could stop
+// half-way).
 func (d *namesDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	const op = "rename"
 	t, p := d.t, namesPath(d.path, name)

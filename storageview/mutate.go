@@ -12,6 +12,7 @@ package storageview
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -425,12 +426,21 @@ func (m *mutator) tag(id, name string) (string, error) {
 	if holder := byName(imgs, n); holder != nil && holder.ID != id && holder.ReadOnly {
 		return "", fmt.Errorf("%w: %s is held by image %s of an additional image store", ErrReadOnly, n, holder.ID)
 	}
-	names := append(append([]string(nil), img.Names...), n)
-	if err := m.store.SetNames(img.ID, names); err != nil {
-		return "", storeErr(err)
+	if err := m.addName(img, n); err != nil {
+		return "", err
 	}
 	m.done()
 	return n, nil
+}
+
+// addName appends name to the names of img (as read before), in podman's
+// order (libimage: SetNames of the names plus the new one). It calls
+// AddNames with that same list: AddNames puts its list before the names
+// the image holds once the store's lock is taken and drops repeats, so the
+// result is that list plus any name another process gave the image since
+// our read, which SetNames would drop.
+func (m *mutator) addName(img *storage.Image, name string) error {
+	return storeErr(m.store.AddNames(img.ID, append(slices.Clone(img.Names), name)))
 }
 
 // removeName is podman rmi <name> for a stored name (or a name that
@@ -509,11 +519,10 @@ func (m *mutator) removeImage(id string, onlyUnnamed bool) error {
 	return m.deleteImage(img.ID)
 }
 
-// retag moves the image holding oldName to newName in one change of its
-// names list: newName is appended, oldName dropped (what podman tag then
-// podman untag leave). A newName held by another image is ErrNameTaken; a
-// newName the image already holds just drops oldName. It returns the image
-// ID and the new name as stored.
+// retag moves the image holding oldName to newName: newName is appended,
+// then oldName dropped (as podman tag, then podman untag). A newName held
+// by another image is ErrNameTaken; a newName the image already holds just
+// drops oldName. It returns the image ID and the new name as stored.
 func (m *mutator) retag(oldName, newName string) (string, string, error) {
 	n, err := tagName(newName)
 	if err != nil {
@@ -541,17 +550,16 @@ func (m *mutator) retag(oldName, newName string) (string, string, error) {
 	if n == oldName {
 		return img.ID, n, nil
 	}
-	names := make([]string, 0, len(img.Names)+1)
-	for _, x := range img.Names {
-		if x != oldName {
-			names = append(names, x)
-		}
+	// Add, then remove (names others gave the image meanwhile stay, see
+	// addName): the image never holds neither of the two.
+	if err := m.addName(img, n); err != nil {
+		return img.ID, "", err
 	}
-	names = append(names, n)
-	if err := m.store.SetNames(img.ID, names); err != nil {
+	err = m.store.RemoveNames(img.ID, []string{oldName})
+	m.done()
+	if err != nil { // the image holds both names
 		return img.ID, "", storeErr(err)
 	}
-	m.done()
 	return img.ID, n, nil
 }
 
@@ -631,8 +639,8 @@ func (v *View) RemoveImage(imageID string) error {
 }
 
 // Retag moves a name: newName (normalized) is added to the image holding
-// oldName and oldName dropped, in one change of the image's names.
-// ErrNameTaken when another image holds newName.
+// oldName, then oldName dropped. ErrNameTaken when another image holds
+// newName.
 func (v *View) Retag(oldName, newName string) error {
 	_, _, err := v.mutator().retag(oldName, newName)
 	return err

@@ -493,6 +493,61 @@ func TestMutateVisibleAtOnce(t *testing.T) {
 	t.Logf("%d changes", n)
 }
 
+// TestNameChangesKeepOthers: names another writer gives the same image
+// while we tag and retag it all stay. Our changes are made under the
+// store's lock from its current names (AddNames, RemoveNames), not from a
+// list read before: a list read first and written back with SetNames
+// drops a name added in between.
+func TestNameChangesKeepOthers(t *testing.T) {
+	s := fixture.NewStore(t, "overlay")
+	img := s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a")}}}})
+	v := openView(t, s)
+	const n = 40
+	theirs := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := s.Store.AddNames(img.ID, []string{fmt.Sprintf("localhost/theirs:%d", i)}); err != nil {
+				theirs <- err
+				return
+			}
+		}
+		theirs <- nil
+	}()
+	for i := range n {
+		if err := v.Tag(img.ID, fmt.Sprintf("localhost/ours:%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Retag(fmt.Sprintf("localhost/ours:%d", i), fmt.Sprintf("localhost/moved:%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-theirs; err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Store.Names(img.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"localhost/a:1"}
+	for i := range n {
+		want = append(want, fmt.Sprintf("localhost/theirs:%d", i), fmt.Sprintf("localhost/moved:%d", i))
+	}
+	var lost, extra []string
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			lost = append(lost, w)
+		}
+	}
+	for _, g := range got {
+		if !slices.Contains(want, g) {
+			extra = append(extra, g)
+		}
+	}
+	if len(lost)+len(extra) > 0 {
+		t.Errorf("after the concurrent changes %d names are lost: %q; %d should not be there: %q", len(lost), lost, len(extra), extra)
+	}
+}
+
 // TestMutateReadOnlyStore: images of an additional (read-only) image store
 // refuse every change with ErrReadOnly, and nothing changes; a name such
 // an image holds cannot be taken by tagging a writable image either.
