@@ -206,7 +206,6 @@ func (f *follower) run(last *Index) {
 	tick := time.NewTicker(followTick)
 	defer tick.Stop()
 	for {
-		own := false
 		select {
 		case <-f.stop:
 			return
@@ -218,7 +217,6 @@ func (f *follower) run(last *Index) {
 			case <-f.stop:
 				return
 			case <-f.own:
-				own = true
 			case <-time.After(followDebounce):
 			}
 			select {
@@ -227,16 +225,11 @@ func (f *follower) run(last *Index) {
 			}
 			f.v.expireCheck()
 		case <-f.own:
-			own = true
+			// The change rebuilt the index before telling us (changedByUs).
 		case <-tick.C:
 			f.addWatches()
 		}
-		var ix *Index
-		if own {
-			ix = f.v.refreshNow()
-		} else {
-			ix = f.v.Index()
-		}
+		ix := f.v.Index()
 		if ix == nil || last == nil || ix.Generation == last.Generation {
 			if last == nil {
 				last = ix
