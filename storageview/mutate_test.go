@@ -494,10 +494,9 @@ func TestMutateVisibleAtOnce(t *testing.T) {
 }
 
 // TestNameChangesKeepOthers: names another writer gives the same image
-// while we tag and retag it all stay. Our changes are made under the
-// store's lock from its current names (AddNames, RemoveNames), not from a
-// list read before: a list read first and written back with SetNames
-// drops a name added in between.
+// while we tag and retag it all stay. Our changes are applied under the
+// store's lock to the names it holds then (AddNames, RemoveNames): a list
+// read first and written back with SetNames drops a name added in between.
 func TestNameChangesKeepOthers(t *testing.T) {
 	s := fixture.NewStore(t, "overlay")
 	img := s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a")}}}})
