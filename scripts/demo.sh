@@ -222,6 +222,10 @@ start() {
 	write_conf
 	if [ "$(cat "$STAMP" 2>/dev/null)" != "$DEMO_VERSION" ]; then
 		build_store
+	elif [ -z "$(full_id localhost/demo/app:1.1)" ] || [ -z "$(full_id localhost/demo/multi:1.0)" ]; then
+		# The tour needs these names; an earlier session renamed or removed them.
+		say "demo: the store no longer has the images the tour shows; rebuilding it"
+		build_store
 	else
 		say "demo: reusing the store in $STORE (make demo-clean rebuilds it)"
 	fi
