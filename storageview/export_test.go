@@ -3,3 +3,11 @@ package storageview
 // ExpireCheck makes the next Index call check the store (as if the check
 // interval had passed), for tests timing the check.
 func ExpireCheck(v *View) { v.expireCheck() }
+
+// StoreReads is how many times v has read the store's last-writer tokens,
+// and its records.
+func StoreReads(v *View) (checks, rebuilds int) {
+	v.refreshMu.Lock()
+	defer v.refreshMu.Unlock()
+	return v.watch.checks, v.rebuilds
+}

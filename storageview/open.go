@@ -36,6 +36,7 @@ type View struct {
 	built       atomic.Uint64
 	refreshMu   sync.Mutex // one check or rebuild at a time
 	gen         uint64     // generation of the last rebuild; under refreshMu
+	rebuilds    int        // store records read, for tests; under refreshMu
 
 	cache cache // derived data: see cache.go
 

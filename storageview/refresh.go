@@ -67,6 +67,7 @@ func (v *View) Invalidate() { v.invalidated.Add(1) }
 // the tree drop its caches. On error the current index stays and the next
 // check tries again.
 func (v *View) rebuild() {
+	v.rebuilds++
 	ix, err := v.build(v.gen + 1)
 	if err != nil {
 		v.log.Printf("storageview: re-reading the store at %s: %v (keeping the previous index)", v.graphRoot, err)

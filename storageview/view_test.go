@@ -25,7 +25,7 @@ import (
 // The View is what the tree consumes.
 var _ nodes.Store = (*storageview.View)(nil)
 
-func open(t *testing.T, s *fixture.Store, extraOpts ...string) *storageview.View {
+func open(t testing.TB, s *fixture.Store, extraOpts ...string) *storageview.View {
 	t.Helper()
 	v, err := storageview.Open(storageview.Options{
 		GraphRoot:     s.GraphRoot,
@@ -339,30 +339,53 @@ func TestRefresh(t *testing.T) {
 		t.Errorf("container not seen: %v", img.Containers)
 	}
 
-	// An unchanged check (forced past the interval) is a few preads.
+	// An unchanged check (forced past the interval) reads the tokens only.
 	settle()
-	v.Index()
-	const n = 200
-	var total time.Duration
-	for range n {
+	cur := v.Index()
+	for range 20 {
 		storageview.ExpireCheck(v)
-		start := time.Now()
-		v.Index()
-		total += time.Since(start)
+		checks, rebuilds := storageview.StoreReads(v)
+		ix := v.Index()
+		checks2, rebuilds2 := storageview.StoreReads(v)
+		if ix != cur || checks2 != checks+1 || rebuilds2 != rebuilds {
+			t.Fatalf("unchanged check: index replaced %v, %d token checks (want 1), %d rebuilds (want 0)", ix != cur, checks2-checks, rebuilds2-rebuilds)
+		}
 	}
-	if per := total / n; per > 50*time.Microsecond {
-		t.Errorf("an unchanged check takes %v", per)
-	} else {
-		t.Logf("unchanged check: %v", per)
-	}
-	// Within the interval: no check at all.
-	start := time.Now()
-	for range 10000 {
+	// Within the interval: not even the tokens.
+	checks, _ := storageview.StoreReads(v)
+	for range 1000 {
 		v.Index()
 	}
-	if per := time.Since(start) / 10000; per > 2*time.Microsecond {
-		t.Errorf("a throttled Index takes %v", per)
+	if n, _ := storageview.StoreReads(v); n-checks > 1 { // the interval may end once meanwhile
+		t.Errorf("1000 Index calls within the check interval read the tokens %d times", n-checks)
 	}
+}
+
+// BenchmarkIndexUnchangedCheck is an Index call that reads the store's
+// tokens and finds nothing changed (the check interval has passed).
+func BenchmarkIndexUnchangedCheck(b *testing.B) {
+	v := benchView(b)
+	for b.Loop() {
+		storageview.ExpireCheck(v)
+		v.Index()
+	}
+}
+
+// BenchmarkIndexThrottled is an Index call within the check interval.
+func BenchmarkIndexThrottled(b *testing.B) {
+	v := benchView(b)
+	for b.Loop() {
+		v.Index()
+	}
+}
+
+func benchView(b *testing.B) *storageview.View {
+	testenv.RequireRoot(b)
+	s := fixture.NewStore(b, "overlay")
+	s.Add(b, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a")}}}})
+	v := open(b, s)
+	v.Index()
+	return v
 }
 
 // TestAdditionalImageStore: images of a read-only additional store show

@@ -151,7 +151,6 @@ func (e *cliEnv) mkdir(name string) string {
 type runResult struct {
 	code           int
 	stdout, stderr string
-	elapsed        time.Duration
 }
 
 // run runs imagefs with args and waits for it (at most timeout).
@@ -163,9 +162,8 @@ func (e *cliEnv) run(timeout time.Duration, args ...string) runResult {
 	cmd.Env = e.env
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
 	err := cmd.Run()
-	r := runResult{stdout: out.String(), stderr: errb.String(), elapsed: time.Since(start)}
+	r := runResult{stdout: out.String(), stderr: errb.String()}
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
