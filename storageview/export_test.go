@@ -1,7 +1,7 @@
 package storageview
 
 // ExpireCheck makes the next Index call check the store (as if the check
-// interval had passed), for tests timing the check.
+// interval had passed).
 func ExpireCheck(v *View) { v.expireCheck() }
 
 // StoreReads is how many times v has read the store's last-writer tokens,
