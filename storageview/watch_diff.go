@@ -117,15 +117,11 @@ func Diff(old, new *Index) *Changes {
 }
 
 // nameOwners maps every name of ix to the image the names/ tree shows for
-// it.
+// it: the index's own name map, by ID.
 func nameOwners(ix *Index) map[string]string {
 	m := make(map[string]string, len(ix.imageByName))
-	for _, img := range ix.Images {
-		for _, n := range img.Names {
-			if owner := ix.ImageByName(n); owner != nil {
-				m[n] = owner.ID
-			}
-		}
+	for n, img := range ix.imageByName {
+		m[n] = img.ID
 	}
 	return m
 }
@@ -133,15 +129,9 @@ func nameOwners(ix *Index) map[string]string {
 // digestOwners maps every digest of ix to the image digests/ shows for it.
 func digestOwners(ix *Index) map[digest.Digest]string {
 	m := make(map[digest.Digest]string, len(ix.imageByDigest))
-	add := func(d digest.Digest) {
-		if owner := ix.ImageByDigest(d); d != "" && owner != nil {
-			m[d] = owner.ID
-		}
-	}
-	for _, img := range ix.Images {
-		add(img.Digest)
-		for _, d := range img.Digests {
-			add(d)
+	for d, img := range ix.imageByDigest {
+		if d != "" {
+			m[d] = img.ID
 		}
 	}
 	return m
