@@ -74,12 +74,13 @@ func (t *tree) isNamesDir(ix *storageview.Index, dir []string, leaf string) bool
 }
 
 // Symlink (ln -s TARGET names/<path>/<repo>:<tag>) tags the image TARGET
-// leads to with the name the link's path spells, as podman tag does: a
-// name another image holds moves to this one. TARGET is a path into this
-// mount (images/<id or prefix>, names/<name>, digests/<digest>; relative to
-// the link or absolute), or an image ID, ID prefix or name as podman tag
-// takes it. EINVAL for a bad or non-canonical name, ENOENT for a target
-// that leads to no image.
+// leads to with the name the link's path spells, as podman tag does, but
+// never takes a name from another image: EEXIST, also when the kernel did
+// not know of it yet (ln -sfn moves a name: renameTemp). TARGET is a path
+// into this mount (images/<id or prefix>, names/<name>, digests/<digest>;
+// relative to the link or absolute), or an image ID, ID prefix or name as
+// podman tag takes it. EINVAL for a bad or non-canonical name, ENOENT for
+// a target that leads to no image.
 func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	const op = "symlink"
 	t, p := d.t, namesPath(d.path, name)
@@ -331,7 +332,7 @@ func (d *namesDir) renameTemp(ctx context.Context, w Writer, op, p, id, name str
 	if errno != 0 {
 		return errno
 	}
-	if err := t.change("names", func() error { return w.Tag(id, stored) }); err != nil {
+	if err := t.change("names", func() error { return w.TakeName(id, stored) }); err != nil {
 		return t.writeErrno(ctx, op, p+" -> "+newP, err)
 	}
 	t.dropTemp(joinName(d.path, name))

@@ -24,7 +24,11 @@ import (
 // Store without it gives a tree that refuses every change (EROFS).
 type Writer interface {
 	ResolveImage(ref string) (*storageview.Image, error)
+	// Tag gives the image a name no other image holds (ErrNameTaken
+	// otherwise); TakeName moves the name from the image holding it, as
+	// podman tag does.
 	Tag(imageID, name string) error
+	TakeName(imageID, name string) error
 	RemoveName(name string) error
 	RemoveImage(imageID string) error
 	Retag(oldName, newName string) error

@@ -72,7 +72,9 @@ type NameDir struct {
 }
 
 // NewIndex builds the lookup maps over images and layers. It sorts both
-// slices in place and fills Layer.Images from the images' chains.
+// slices in place and fills Layer.Images from the images' chains. A name
+// or digest several images hold (in the writable and an additional store)
+// leads to the image containers/storage finds first (foundBefore).
 func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
 	ix := &Index{
 		Generation:    generation,
@@ -94,18 +96,13 @@ func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
 	for _, img := range images {
 		ix.imageByID[img.ID] = img
 		for _, n := range img.Names {
-			ix.imageByName[n] = img
-			ix.names.add(n, img.ID)
+			claim(ix.imageByName, n, img)
 		}
 		for _, d := range img.Digests {
-			if _, taken := ix.imageByDigest[d]; !taken {
-				ix.imageByDigest[d] = img
-			}
+			claim(ix.imageByDigest, d, img)
 		}
 		if img.Digest != "" {
-			if _, taken := ix.imageByDigest[img.Digest]; !taken {
-				ix.imageByDigest[img.Digest] = img
-			}
+			claim(ix.imageByDigest, img.Digest, img)
 		}
 		for _, lid := range img.Layers {
 			if l := ix.layerByID[lid]; l != nil {
@@ -113,6 +110,9 @@ func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
 			}
 		}
 		ix.byTopLayer[img.TopLayer] = append(ix.byTopLayer[img.TopLayer], img)
+	}
+	for n, img := range ix.imageByName {
+		ix.names.add(n, img.ID)
 	}
 	for _, same := range ix.byTopLayer {
 		sort.SliceStable(same, func(i, j int) bool { return same[i].order < same[j].order })
@@ -122,6 +122,26 @@ func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
 		l.Images = compactStrings(l.Images)
 	}
 	return ix
+}
+
+// claim makes img the image key leads to, unless the image it leads to
+// already is found before img (foundBefore).
+func claim[K comparable](m map[K]*Image, key K, img *Image) {
+	if held := m[key]; held == nil || foundBefore(img, held) {
+		m[key] = img
+	}
+}
+
+// foundBefore reports whether containers/storage's lookup by name or
+// digest meets a before b: it walks the writable store, then each
+// additional store in configured order (store.Image), and podman and the
+// mutator follow it. order is the position in the store's listing, which
+// is in that order; ReadOnly settles it for hand-made indexes.
+func foundBefore(a, b *Image) bool {
+	if a.ReadOnly != b.ReadOnly {
+		return !a.ReadOnly
+	}
+	return a.order < b.order
 }
 
 func compactStrings(s []string) []string {

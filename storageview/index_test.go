@@ -377,3 +377,36 @@ func TestPodmanSize(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexLookupOrder: a name or digest held by images of several stores
+// leads where containers/storage's lookup finds it, whatever the IDs'
+// order: the writable store first, then the additional stores in their
+// order (the order of the store's listing).
+func TestIndexLookupOrder(t *testing.T) {
+	w1, w2, r1, r2 := hexID("1111", 1), hexID("ffff", 2), hexID("dddd", 3), hexID("eeee", 4)
+	images := []storage.Image{ // as MultiList lists them
+		{ID: w1, Names: []string{"localhost/x:1"}, Digest: dg("w1")},
+		{ID: w2, Digest: dg("shared")},
+		{ID: r1, Names: []string{"localhost/x:1", "localhost/y:1"}, Digest: dg("r1"), Digests: []digest.Digest{dg("shared")}, ReadOnly: true},
+		{ID: r2, Names: []string{"localhost/y:1"}, Digest: dg("r2"), ReadOnly: true},
+	}
+	ix := buildIndex(1, images, nil, nil, nil)
+	idOf := func(img *Image) string {
+		if img == nil {
+			return "none"
+		}
+		return img.ID
+	}
+	for name, want := range map[string]string{"localhost/x:1": w1, "localhost/y:1": r1} {
+		if got := idOf(ix.ImageByName(name)); got != want {
+			t.Errorf("ImageByName(%s) = %s, want %s", name, got, want)
+		}
+		leaf := strings.TrimPrefix(name, "localhost/")
+		if got := ix.NameDir([]string{"localhost"}).Leaves[leaf]; got != want {
+			t.Errorf("names/%s leads to %s, want %s", name, got, want)
+		}
+	}
+	if got := idOf(ix.ImageByDigest(dg("shared"))); got != w2 {
+		t.Errorf("ImageByDigest(shared) = %s, want the writable %s", got, w2)
+	}
+}

@@ -24,7 +24,8 @@ import (
 
 // More errors of the mutations; nodes map them to errno.
 var (
-	// ErrNameTaken: a rename onto a name another image holds (EEXIST).
+	// ErrNameTaken: a plain tag or a rename onto a name another image
+	// holds (EEXIST).
 	ErrNameTaken = errors.New("name is held by another image")
 )
 
@@ -135,30 +136,29 @@ func (m *mutator) images() ([]storage.Image, error) {
 	return imgs, nil
 }
 
+// The lookups below take the first match: the store lists the writable
+// store's images first, then each additional store's in configured order,
+// the order c/storage's own Image lookup walks them in.
+
 // byID returns the image with exactly this ID. An ID found both in the
-// writable store and in an additional store is the writable record (as
-// c/storage's Image does).
+// writable store and in an additional store is the writable record.
 func byID(imgs []storage.Image, id string) *storage.Image {
-	var found *storage.Image
 	for i := range imgs {
-		if imgs[i].ID == id && (found == nil || found.ReadOnly) {
-			found = &imgs[i]
+		if imgs[i].ID == id {
+			return &imgs[i]
 		}
 	}
-	return found
+	return nil
 }
 
 // byName returns the image holding exactly this stored name.
 func byName(imgs []storage.Image, name string) *storage.Image {
-	var found *storage.Image
 	for i := range imgs {
-		for _, n := range imgs[i].Names {
-			if n == name && (found == nil || found.ReadOnly) {
-				found = &imgs[i]
-			}
+		if slices.Contains(imgs[i].Names, name) {
+			return &imgs[i]
 		}
 	}
-	return found
+	return nil
 }
 
 // byIDPrefix returns the one image whose ID starts with prefix;
@@ -399,10 +399,12 @@ func storeErr(err error) error {
 	return err
 }
 
-// tag adds name to the image with this full ID, as podman tag: the name is
-// normalized (NormalizeName) and appended to the image's names; an image
-// holding it loses it. It returns the name as stored.
-func (m *mutator) tag(id, name string) (string, error) {
+// tag adds name to the image with this full ID: the name is normalized
+// (NormalizeName) and appended to the image's names. A name another image
+// holds is ErrNameTaken, unless take is set: then that image loses it, as
+// with podman tag. The check reads the store, not the index, which may lag
+// behind a name podman has just given. It returns the name as stored.
+func (m *mutator) tag(id, name string, take bool) (string, error) {
 	n, err := tagName(name)
 	if err != nil {
 		return "", err
@@ -423,8 +425,13 @@ func (m *mutator) tag(id, name string) (string, error) {
 	if err := m.writable(img); err != nil {
 		return "", err
 	}
-	if holder := byName(imgs, n); holder != nil && holder.ID != id && holder.ReadOnly {
-		return "", fmt.Errorf("%w: %s is held by image %s of an additional image store", ErrReadOnly, n, holder.ID)
+	if holder := byName(imgs, n); holder != nil && holder.ID != id {
+		if holder.ReadOnly {
+			return "", fmt.Errorf("%w: %s is held by image %s of an additional image store", ErrReadOnly, n, holder.ID)
+		}
+		if !take {
+			return "", fmt.Errorf("%w: %s belongs to image %s", ErrNameTaken, n, holder.ID)
+		}
 	}
 	if err := m.addName(img, n); err != nil {
 		return "", err
@@ -603,13 +610,21 @@ func (v *View) indexed(id string) (*Image, error) {
 	return nil, fmt.Errorf("%w: image %s", ErrNotFound, id)
 }
 
-// Tag gives the image with this full ID the name, as podman tag: the name
-// is normalized (NormalizeName: "app" is localhost/app:latest) and added
-// after the image's names; an image that held it loses it. Bad grammar or a
-// digested name is ErrInvalidName, an image of an additional store
-// ErrReadOnly.
+// Tag gives the image with this full ID the name (ln -s): the name is
+// normalized (NormalizeName: "app" is localhost/app:latest) and added after
+// the image's names. A name another image holds in the store now is
+// ErrNameTaken, even if the index does not show it yet. Bad grammar or a
+// digested name is ErrInvalidName, an image of an additional store (or a
+// name one holds) ErrReadOnly.
 func (v *View) Tag(imageID, name string) error {
-	_, err := v.mutator().tag(imageID, name)
+	_, err := v.mutator().tag(imageID, name, false)
+	return err
+}
+
+// TakeName is Tag that moves the name from the image holding it, as podman
+// tag does (ln -sfn: the rename of its temporary link over the name).
+func (v *View) TakeName(imageID, name string) error {
+	_, err := v.mutator().tag(imageID, name, true)
 	return err
 }
 

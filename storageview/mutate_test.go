@@ -198,8 +198,8 @@ func TestMutate(t *testing.T) {
 		{"tag with a short name and tag (localhost, not docker.io)",
 			func() error { return v.Tag(ids["tool"], "alpine:3.19") },
 			[][]string{{"tag", ids["tool"], "alpine:3.19"}}},
-		{"tag with a name another image holds (it moves)",
-			func() error { return v.Tag(ids["tool"], "docker.io/alpine:3.19") },
+		{"take a name another image holds (it moves)",
+			func() error { return v.TakeName(ids["tool"], "docker.io/alpine:3.19") },
 			[][]string{{"tag", ids["tool"], "docker.io/alpine:3.19"}}},
 		{"tag an image with a name it already has",
 			func() error { return v.Tag(ids["tool"], "quay.io/org/tool:2") },
@@ -315,7 +315,7 @@ func TestMutateRefused(t *testing.T) {
 	ro := &mutator{store: s.Store, readOnly: true}
 	before = podmanImages(t, s)
 	for what, op := range map[string]func() error{
-		"tag":    func() error { _, err := ro.tag(ids["base"], "localhost/x:1"); return err },
+		"tag":    func() error { _, err := ro.tag(ids["base"], "localhost/x:1", false); return err },
 		"untag":  func() error { _, _, err := ro.removeName("localhost/app:1"); return err },
 		"remove": func() error { return ro.removeImage(ids["lone"], false) },
 		"retag":  func() error { _, _, err := ro.retag("localhost/app:1", "localhost/x:1"); return err },
@@ -603,4 +603,49 @@ func TestMutateReadOnlyStore(t *testing.T) {
 		t.Errorf("tagging the writable image: %v", err)
 	}
 	agree(t, v, s)
+}
+
+// TestTagNameTakenMeanwhile: a name another writer has just given another
+// image, which the view's index may not show yet, is not taken by a plain
+// tag (ln -s): ErrNameTaken (EEXIST), and the name stays where it is.
+// TakeName (ln -sfn) moves it.
+func TestTagNameTakenMeanwhile(t *testing.T) {
+	s := fixture.NewStore(t, "vfs")
+	a := s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a")}}}})
+	b := s.Add(t, fixture.Image{Names: []string{"localhost/b:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("b", "b")}}}})
+	v := openView(t, s)
+	v.Index()
+	const name = "localhost/new:1"
+	// As podman tag would: straight to the store, no refresh of the view.
+	if err := s.Store.AddNames(a.ID, []string{name}); err != nil {
+		t.Fatal(err)
+	}
+	holder := func() string {
+		t.Helper()
+		for _, id := range []string{a.ID, b.ID} {
+			img, err := s.Store.Image(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Contains(img.Names, name) {
+				return id
+			}
+		}
+		return ""
+	}
+	if err := v.Tag(b.ID, name); !errors.Is(err, ErrNameTaken) {
+		t.Errorf("Tag onto a name image a holds: %v, want ErrNameTaken", err)
+	}
+	if got := holder(); got != a.ID {
+		t.Errorf("after the refused tag the name is on %q, want a (%s)", got, a.ID)
+	}
+	if err := v.TakeName(b.ID, name); err != nil {
+		t.Fatalf("TakeName: %v", err)
+	}
+	if got := holder(); got != b.ID {
+		t.Errorf("after TakeName the name is on %q, want b (%s)", got, b.ID)
+	}
+	if img := v.Index().ImageByName(name); img == nil || img.ID != b.ID {
+		t.Errorf("the index has the name on %+v, want b", img)
+	}
 }

@@ -95,8 +95,14 @@ func (v *View) build(gen uint64) (*Index, error) {
 
 // buildIndex turns store records into an Index. isList is asked only about
 // images without a top layer (manifest lists have none, so a list check of
-// every image would read big data for nothing).
+// every image would read big data for nothing). Containers' own writable
+// layers are left out: they change while the container runs, and the tree
+// keeps layer contents as immutable.
 func buildIndex(gen uint64, simages []storage.Image, slayers []storage.Layer, containers []storage.Container, isList func(img *storage.Image) bool) *Index {
+	containerLayers := make(map[string]bool, len(containers))
+	for i := range containers {
+		containerLayers[containers[i].LayerID] = true
+	}
 	layers := make([]*Layer, 0, len(slayers))
 	byID := make(map[string]*storage.Layer, len(slayers))
 	for i := range slayers {
@@ -105,6 +111,9 @@ func buildIndex(gen uint64, simages []storage.Image, slayers []storage.Layer, co
 			continue // the primary store comes first and wins
 		}
 		byID[sl.ID] = sl
+		if containerLayers[sl.ID] {
+			continue
+		}
 		l := &Layer{
 			ID:               sl.ID,
 			Parent:           sl.Parent,

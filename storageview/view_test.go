@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -573,5 +574,107 @@ func TestCloseKeepsOtherMounts(t *testing.T) {
 	}
 	if slices.Contains(left, ourDir) {
 		t.Errorf("our own image mount %s is still there after Close", ourDir)
+	}
+}
+
+// TestNameInBothStores: a name held by an image of the writable store and
+// by one of an additional store leads to the writable store's image, in
+// the index, names/ and ResolveImage alike, as containers/storage's own
+// lookup (and so podman) finds it. The additional store's image is
+// re-imported until its ID sorts after the writable one's, the order in
+// which an index keeping the last image by ID goes wrong.
+func TestNameInBothStores(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequirePodman(t)
+	const name = "localhost/shared:1"
+	s := fixture.NewStore(t, "overlay")
+	own := s.Add(t, fixture.Image{Names: []string{name}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("own", "x")}}}})
+
+	// Not t.TempDir(): podman 4.3 refuses a run root longer than 50 bytes.
+	roDir, err := os.MkdirTemp("", "ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(roDir) })
+	testenv.NoMountsLeft(t, roDir)
+	roRoot := filepath.Join(roDir, "graph")
+	tarball := filepath.Join(roDir, "layer.tar")
+	var roID string
+	for try := 0; roID <= own.ID; try++ {
+		if try == 30 {
+			t.Fatalf("30 imports gave no ID after %s", own.ID)
+		}
+		if err := os.WriteFile(tarball, tarOf(t, "ro", fmt.Sprintf("from the ro store, try %d", try)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("podman", "--root", roRoot, "--runroot", filepath.Join(roDir, "run"), "--storage-driver", "overlay",
+			"import", "-q", tarball, name)
+		cmd.Env = s.PodmanEnv()
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("podman import: %v", err)
+		}
+		roID = strings.TrimPrefix(strings.TrimSpace(string(out)), "sha256:")
+	}
+	// podman leaves its private bind mount of the driver home behind.
+	if err := syscall.Unmount(filepath.Join(roRoot, "overlay"), 0); err != nil && err != syscall.EINVAL {
+		t.Logf("unmounting podman's %s: %v", filepath.Join(roRoot, "overlay"), err)
+	}
+
+	s.Close()
+	s.Store.Free() // else GetStore hands Open the fixture's store object, options and all
+	v := open(t, s, "overlay.imagestore="+roRoot)
+	ix := v.Index()
+	if ro := ix.ImageByID(roID); ro == nil || !ro.ReadOnly || !slices.Contains(ro.Names, name) {
+		t.Fatalf("the additional store's image: %+v", ro)
+	}
+	if img := ix.ImageByName(name); img == nil || img.ID != own.ID {
+		t.Errorf("ImageByName(%s) is not the writable store's %s: %+v", name, own.ID, img)
+	}
+	if got := ix.NameDir([]string{"localhost"}).Leaves["shared:1"]; got != own.ID {
+		t.Errorf("names/%s leads to %s, want the writable store's %s", name, got, own.ID)
+	}
+	if img, err := v.ResolveImage(name); err != nil || img.ID != own.ID {
+		t.Errorf("ResolveImage(%s) = %+v, %v; want the writable store's %s", name, img, err, own.ID)
+	}
+}
+
+// TestContainerLayersLeftOut: a container's writable layer changes as the
+// container runs, so the index (and with it layers/) has only the images'
+// layers, never a container's.
+func TestContainerLayersLeftOut(t *testing.T) {
+	s := fixture.NewStore(t, "overlay")
+	img := s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{
+		{Entries: []fixture.Entry{fixture.File("a", "a")}},
+		{Entries: []fixture.Entry{fixture.File("b", "b")}},
+	}})
+	v := open(t, s)
+	c, err := s.Store.CreateContainer("", nil, img.ID, "", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store.Layer(c.LayerID); err != nil {
+		t.Fatalf("the store has no layer %s for the container: %v", c.LayerID, err)
+	}
+	v.Invalidate()
+	ix := v.Index()
+	if got := ix.ImageByID(img.ID); got == nil || !slices.Equal(got.Containers, []string{c.ID}) {
+		t.Fatalf("the index has not seen the container: %+v", got)
+	}
+	if l := ix.Layer(c.LayerID); l != nil {
+		t.Errorf("the container's layer is in the index: %+v", l)
+	}
+	if l, matches := ix.ResolveLayerPrefix(c.LayerID[:12]); l != nil || len(matches) != 0 {
+		t.Errorf("the container's layer resolves by prefix: %+v %v", l, matches)
+	}
+	if _, err := v.LayerInfoJSON(c.LayerID); !errors.Is(err, storageview.ErrNotFound) {
+		t.Errorf("LayerInfoJSON of the container's layer: %v, want ErrNotFound", err)
+	}
+	var ids []string
+	for _, l := range ix.Layers {
+		ids = append(ids, l.ID)
+	}
+	if want := slices.Sorted(slices.Values(img.LayerIDs)); !slices.Equal(ids, want) {
+		t.Errorf("index layers %v, want the image's %v", ids, want)
 	}
 }

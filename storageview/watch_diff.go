@@ -14,7 +14,12 @@ import (
 type Changes struct {
 	ImagesAdded, ImagesRemoved []string // image IDs
 	// ImagesChanged: images in both whose names, digests, containers or
-	// other record fields differ (their names, inspect.json… changed).
+	// other record fields differ (their names, inspect.json… changed);
+	// also those whose inspect.json Parent and history IDs, found among
+	// other images, may differ: their layer chain holds the top layer of
+	// an image (not a list) that came, went or got another top layer, or
+	// they are layerless and so was that image. Lists never depend on
+	// others.
 	ImagesChanged []string
 
 	// Names: full names ("docker.io/library/alpine:3.19").
@@ -46,12 +51,13 @@ func Diff(old, new *Index) *Changes {
 	}
 	c := &Changes{}
 
+	moved := movedTopLayers(old, new)
 	for _, img := range new.Images {
 		o := old.ImageByID(img.ID)
 		switch {
 		case o == nil:
 			c.ImagesAdded = append(c.ImagesAdded, img.ID)
-		case !sameImage(o, img):
+		case !sameImage(o, img) || onMovedTopLayer(img, moved):
 			c.ImagesChanged = append(c.ImagesChanged, img.ID)
 		}
 	}
@@ -114,6 +120,49 @@ func Diff(old, new *Index) *Changes {
 	slices.Sort(c.DigestsMoved)
 	// Images and layers come sorted from the indexes.
 	return c
+}
+
+// movedTopLayers are the top layers ("" for layerless images) that an
+// image other than a list gained or lost between old and new: an image
+// came or went, or its top layer is another now. The parent (inspect.go)
+// and history IDs (history.go) of the images built on them are found
+// among the images on those layers.
+func movedTopLayers(old, new *Index) map[string]bool {
+	moved := map[string]bool{}
+	mark := func(img *Image) {
+		if img != nil && !img.IsList {
+			moved[img.TopLayer] = true
+		}
+	}
+	for _, img := range new.Images {
+		if o := old.ImageByID(img.ID); o == nil || o.TopLayer != img.TopLayer || o.IsList != img.IsList {
+			mark(o)
+			mark(img)
+		}
+	}
+	for _, img := range old.Images {
+		if new.ImageByID(img.ID) == nil {
+			mark(img)
+		}
+	}
+	return moved
+}
+
+// onMovedTopLayer reports whether img (not a list) is built on one of the
+// moved top layers: one is in its chain, or both are layerless.
+func onMovedTopLayer(img *Image, moved map[string]bool) bool {
+	if len(moved) == 0 || img.IsList {
+		return false
+	}
+	if img.TopLayer == "" {
+		return moved[""]
+	}
+	for _, l := range img.Layers {
+		if moved[l] {
+			return true
+		}
+	}
+	return false
 }
 
 // nameOwners maps every name of ix to the image the names/ tree shows for

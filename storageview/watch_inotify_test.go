@@ -186,3 +186,76 @@ func TestDiff(t *testing.T) {
 		t.Errorf("Diff(nil, new): %+v", all)
 	}
 }
+
+// TestDiffDependentImages: an image whose inspect.json Parent or history
+// IDs come from other images is changed when an image on its layer chain
+// comes or goes, or, layerless, when a layerless image does; lists neither
+// count nor change.
+func TestDiffDependentImages(t *testing.T) {
+	id := func(c string) string { return strings.Repeat(c, 64) }
+	layers := func() []*Layer {
+		return []*Layer{{ID: id("1")}, {ID: id("2"), Parent: id("1")}, {ID: id("3"), Parent: id("2")}, {ID: id("9")}}
+	}
+	parent := func() *Image { return &Image{ID: id("a"), TopLayer: id("1"), Layers: []string{id("1")}} }
+	mid := func() *Image { return &Image{ID: id("b"), TopLayer: id("2"), Layers: []string{id("1"), id("2")}} }
+	top := func() *Image {
+		return &Image{ID: id("c"), TopLayer: id("3"), Layers: []string{id("1"), id("2"), id("3")}}
+	}
+	other := func() *Image { return &Image{ID: id("d"), TopLayer: id("9"), Layers: []string{id("9")}} }
+	bare := func() *Image { return &Image{ID: id("e")} }
+	bare2 := func() *Image { return &Image{ID: id("f")} }
+	list := func() *Image { return &Image{ID: id("0"), IsList: true} }
+	list2 := func() *Image { return &Image{ID: id("8"), IsList: true} }
+	onBase := other()
+	onBase.TopLayer, onBase.Layers = id("1"), []string{id("1")}
+	all := func(extra ...*Image) []*Image {
+		return append([]*Image{mid(), top(), other(), bare(), list()}, extra...)
+	}
+	for _, tc := range []struct {
+		what     string
+		old, new []*Image
+		want     []string
+	}{
+		{"the parent goes", all(parent()), all(), []string{id("b"), id("c")}},
+		{"the parent comes", all(), all(parent()), []string{id("b"), id("c")}},
+		{"an image on the middle layer goes", all(parent()), append([]*Image{parent()}, all()[1:]...), []string{id("c")}},
+		{"a layerless image comes", all(), all(bare2()), []string{id("e")}},
+		{"an image gets another top layer (the parent's)", all(parent()), []*Image{mid(), top(), onBase, bare(), list(), parent()},
+			[]string{id("a"), id("b"), id("c"), id("d")}},
+		{"a list comes", all(), all(list2()), nil},
+		{"nothing", all(parent()), all(parent()), nil},
+	} {
+		c := Diff(NewIndex(1, tc.old, layers()), NewIndex(2, tc.new, layers()))
+		if !slices.Equal(c.ImagesChanged, tc.want) {
+			t.Errorf("%s: ImagesChanged %v, want %v", tc.what, c.ImagesChanged, tc.want)
+		}
+	}
+}
+
+// TestDiffParentRemoved: in a real store, removing the image a child is
+// built on marks the child changed (its inspect.json Parent and history
+// IDs), though the child's own record is the same.
+func TestDiffParentRemoved(t *testing.T) {
+	s := fixture.NewStore(t, "vfs")
+	baseLayer := fixture.Layer{Entries: []fixture.Entry{fixture.File("base", "base\n")}}
+	base := s.Add(t, fixture.Image{Names: []string{"localhost/base:1"}, Layers: []fixture.Layer{baseLayer}})
+	child := s.Add(t, fixture.Image{Names: []string{"localhost/child:1"}, Layers: []fixture.Layer{baseLayer,
+		{Entries: []fixture.Entry{fixture.File("child", "child\n")}}}})
+	v := openView(t, s)
+	old := v.Index()
+	if c := old.ImageByID(child.ID); c == nil || !slices.Contains(c.Layers, base.LayerIDs[0]) {
+		t.Fatalf("the child's chain %v does not hold the base's top layer %s", c, base.LayerIDs[0])
+	}
+	if _, err := s.Store.DeleteImage(base.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	v.Invalidate()
+	new := v.Index()
+	if !sameImage(old.ImageByID(child.ID), new.ImageByID(child.ID)) {
+		t.Fatalf("the child's own record changed: the test needs it unchanged")
+	}
+	c := Diff(old, new)
+	if !slices.Equal(c.ImagesRemoved, []string{base.ID}) || !slices.Equal(c.ImagesChanged, []string{child.ID}) {
+		t.Errorf("removed %v changed %v; want removed [%s], changed [%s]", c.ImagesRemoved, c.ImagesChanged, base.ID, child.ID)
+	}
+}
