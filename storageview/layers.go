@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"go.podman.io/storage/pkg/unshare"
 )
 
 // layerSize is the layer's size as containers/storage counts it: the
@@ -186,6 +188,7 @@ func (v *View) LayerDir(layerID string) (LayerDir, error) {
 		d.Path = p
 		if v.driver == "overlay" {
 			d.AUFSWhiteouts = v.usesMountProgram(filepath.Join(r, "overlay"))
+			d.UserXattr = !d.AUFSWhiteouts && kernelUserXattr()
 		}
 		break
 	}
@@ -218,6 +221,16 @@ func (v *View) usesMountProgram(home string) bool {
 	v.cache.mu.Unlock()
 	return is
 }
+
+// kernelUserXattr tells whether the overlay driver, run by this process,
+// mounts layers with the kernel's overlayfs "userxattr" option when the
+// store has no mount program: drivers/overlay adds it exactly when
+// unshare.IsRootless() (Driver.get), and the store records it nowhere.
+// Such a mount honours user.overlay.opaque, not trusted.overlay.opaque,
+// and hides user.overlay.* instead of trusted.overlay.* (the layers of a
+// rootless store are written with user.overlay.* markers for the same
+// reason: archive.GetOverlayXattrName).
+func kernelUserXattr() bool { return unshare.IsRootless() }
 
 // MountImage mounts the image read-only through the store (for rootfs/
 // when its layers cannot be read directly) and returns the mount point.

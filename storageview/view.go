@@ -48,4 +48,8 @@ type LayerDir struct {
 	// AUFSWhiteouts is true when whiteouts are stored as ".wh.<name>" files
 	// (stores with a mount_program) rather than 0/0 character devices.
 	AUFSWhiteouts bool
+	// UserXattr is true when the store's own mount is the kernel's
+	// overlayfs with the userxattr option (rootless, no mount_program):
+	// user.overlay.* are its markers rather than trusted.overlay.*.
+	UserXattr bool
 }

@@ -15,8 +15,17 @@ const (
 	OpaqueMarker       = ".wh..wh..opq"
 )
 
-// Overlay xattrs that mark an opaque directory (value "y").
-var opaqueXattrs = []string{"trusted.overlay.opaque", "user.overlay.opaque", "user.fuseoverlayfs.opaque"}
+// The xattrs that mark an opaque directory. The kernel's overlayfs reads
+// one, trusted.overlay.opaque or (mounted with userxattr)
+// user.overlay.opaque, and wants exactly "y"; fuse-overlayfs reads all
+// three in this order (is_directory_opaque).
+const (
+	trustedOpaqueXattr = "trusted.overlay.opaque"
+	userOpaqueXattr    = "user.overlay.opaque"
+	fuseOpaqueXattr    = "user.fuseoverlayfs.opaque"
+)
+
+var fuseOpaqueXattrs = [...]string{trustedOpaqueXattr, userOpaqueXattr, fuseOpaqueXattr}
 
 // Listing is the merged content of one directory, sorted by name.
 type Listing struct {
@@ -159,20 +168,40 @@ func (s *Stack) newEntry(li int, dirPath string, de dirent) (*Entry, error) {
 	return e, nil
 }
 
-// opaque reports whether directory rel of layer li hides the layers below.
+// opaque reports whether directory rel of layer li hides the layers
+// below, by the markers the store's own mount honours (Layer.AUFS,
+// Layer.UserXattr): one getxattr on the kernel's overlayfs.
 func (s *Stack) opaque(li int, rel string) bool {
 	p := s.backing(li, rel)
-	if s.layers[li].AUFS {
-		var st unix.Stat_t
-		if unix.Lstat(p+"/"+OpaqueMarker, &st) == nil {
-			return true
+	switch s.layers[li].markers() {
+	case markTrusted:
+		return xattrIsY(p, trustedOpaqueXattr)
+	case markUser:
+		return xattrIsY(p, userOpaqueXattr)
+	}
+	// fuse-overlayfs: the first of its xattrs present decides, by the
+	// first byte of its value; ".wh..wh..opq" counts only when none is.
+	var buf [16]byte
+	for _, x := range fuseOpaqueXattrs {
+		n, err := unix.Lgetxattr(p, x, buf[:])
+		if err == nil {
+			return n > 0 && buf[0] == 'y'
+		}
+		if err == unix.ENOTSUP {
+			break
+		}
+		if err != unix.ENODATA {
+			return false
 		}
 	}
-	var buf [2]byte
-	for _, x := range opaqueXattrs {
-		if n, err := unix.Lgetxattr(p, x, buf[:]); err == nil && n == 1 && buf[0] == 'y' {
-			return true
-		}
-	}
-	return false
+	var st unix.Stat_t
+	return unix.Lstat(p+"/"+OpaqueMarker, &st) == nil
+}
+
+// xattrIsY reports whether file p has xattr name with value "y", as the
+// kernel's overlayfs reads its markers.
+func xattrIsY(p, name string) bool {
+	var buf [1]byte
+	n, err := unix.Lgetxattr(p, name, buf[:])
+	return err == nil && n == 1 && buf[0] == 'y'
 }

@@ -32,10 +32,39 @@ type Layer struct {
 	// Full is true when Path holds the whole merged tree (vfs): it is
 	// shown as it is, and only the top layer of a stack is used.
 	Full bool
-	// AUFS is true when whiteouts are ".wh.<name>" files and opaque
-	// directories hold ".wh..wh..opq" (stores with a mount_program).
+	// AUFS is true in stores with a mount_program, whose own mount is
+	// fuse-overlayfs: whiteouts are ".wh.<name>" files (0/0 devices
+	// too), and a directory is opaque by ".wh..wh..opq" or by the first
+	// of trusted.overlay.opaque, user.overlay.opaque and
+	// user.fuseoverlayfs.opaque it carries; xattrs under those three
+	// prefixes are hidden.
 	AUFS bool
+	// UserXattr is true, when AUFS is not, in stores whose own mount is
+	// the kernel's overlayfs with the userxattr option (rootless, no
+	// mount_program): user.overlay.opaque marks opaque directories and
+	// user.overlay.* is hidden. Otherwise (rootful kernel overlayfs) only
+	// trusted.overlay.opaque does and trusted.overlay.* is hidden; the
+	// other overlay names are ordinary xattrs in either case.
+	UserXattr bool
 }
+
+// markers names the overlay markers the store's own mount honours in a
+// layer: one byte, also part of a stack's cache key.
+func (l *Layer) markers() byte {
+	switch {
+	case l.AUFS:
+		return markFuse
+	case l.UserXattr:
+		return markUser
+	}
+	return markTrusted
+}
+
+const (
+	markTrusted = 't' // kernel overlayfs: trusted.overlay.*
+	markUser    = 'u' // kernel overlayfs mounted with userxattr: user.overlay.*
+	markFuse    = 'f' // fuse-overlayfs: trusted.overlay.*, user.overlay.*, user.fuseoverlayfs.*
+)
 
 // Stat is the lstat data an entry shows, with user.containers.override_stat
 // applied. Dev and Ino identify the backing file.
@@ -101,7 +130,7 @@ func NewStack(layers []Layer, cache *Cache) (*Stack, error) {
 	s := &Stack{layers: append([]Layer(nil), layers...), cache: cache}
 	s.key = "m"
 	for _, l := range layers {
-		s.key += "\x00" + l.Path
+		s.key += "\x00" + string(l.markers()) + l.Path
 	}
 	return s, s.init()
 }

@@ -39,16 +39,28 @@ func (s *Stack) GetXattr(e *Entry, name string) ([]byte, error) {
 }
 
 // Hidden reports whether xattr name of an entry from layer li is kept out
-// of the view: overlay's own markers, and the override xattr once applied.
+// of the view: the names the store's own mount keeps to itself
+// (trusted.overlay.* on the kernel's overlayfs, user.overlay.* on it
+// mounted with userxattr, both and user.fuseoverlayfs.* on
+// fuse-overlayfs), and the override xattr once applied.
 func (s *Stack) Hidden(li int, name string) bool {
 	if s.raw || li < 0 || s.layers[li].Full {
 		return false
 	}
-	if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
-		return true
-	}
-	if s.layers[li].AUFS && strings.HasPrefix(name, "user.fuseoverlayfs.") {
-		return true
+	switch s.layers[li].markers() {
+	case markTrusted:
+		if strings.HasPrefix(name, "trusted.overlay.") {
+			return true
+		}
+	case markUser:
+		if strings.HasPrefix(name, "user.overlay.") {
+			return true
+		}
+	case markFuse:
+		if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") ||
+			strings.HasPrefix(name, "user.fuseoverlayfs.") {
+			return true
+		}
 	}
 	return s.override[li] && name == OverrideXattr
 }

@@ -279,6 +279,50 @@ func KernelMount(t *testing.T, layers []union.Layer) string {
 	return mnt
 }
 
+// StoreMount mounts layers read-only the way their store's own mount
+// would: fuse-overlayfs for AUFS layers (stores with a mount_program),
+// otherwise the kernel's overlayfs, with the userxattr option for
+// UserXattr layers (rootless stores). It needs root, and FUSE and
+// /usr/bin/fuse-overlayfs for AUFS layers.
+func StoreMount(t *testing.T, layers []union.Layer) string {
+	t.Helper()
+	testenv.RequireRoot(t)
+	mnt := t.TempDir()
+	testenv.NoMountsLeft(t, mnt)
+	var lower []string
+	for i := len(layers) - 1; i >= 0; i-- {
+		lower = append(lower, layers[i].Path)
+	}
+	opts := "lowerdir=" + strings.Join(lower, ":")
+	switch {
+	case len(layers) > 0 && layers[0].AUFS:
+		testenv.RequireFUSE(t)
+		bin, err := exec.LookPath("fuse-overlayfs")
+		if err != nil {
+			if os.Getenv(testenv.RequireAllVar) == "1" {
+				t.Fatalf("fuse-overlayfs is missing and %s=1: %v", testenv.RequireAllVar, err)
+			}
+			t.Skipf("fuse-overlayfs is missing: %v", err)
+		}
+		if out, err := exec.Command(bin, "-o", opts, mnt).CombinedOutput(); err != nil {
+			t.Fatalf("fuse-overlayfs -o %s %s: %v %s", opts, mnt, err, out)
+		}
+	default:
+		if len(layers) > 0 && layers[0].UserXattr {
+			opts += ",userxattr"
+		}
+		if err := unix.Mount("overlay", mnt, "overlay", unix.MS_RDONLY, opts); err != nil {
+			t.Fatalf("mounting overlay -o %s: %v", opts, err)
+		}
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmounting %s: %v", mnt, err)
+		}
+	})
+	return mnt
+}
+
 // CopyTree copies src to dst with cp -a (hardlinks, xattrs, devices kept).
 func CopyTree(t *testing.T, src, dst string) {
 	t.Helper()
