@@ -194,6 +194,7 @@ func (f *layerChangesFile) Read(ctx context.Context, fh fusefs.FileHandle, dest 
 var _ = (fusefs.NodeWritever)((*layerChangesFile)(nil))
 
 func (f *layerChangesFile) Writev(ctx context.Context, fh fusefs.FileHandle, data [][]byte, off int64) (uint32, syscall.Errno) {
+	dropRefusedPages(f.EmbeddedInode())
 	f.r.log.Printf("write /%s: refused, read-only (EROFS)", f.Path(nil))
 	return 0, syscall.EROFS
 }

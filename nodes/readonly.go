@@ -45,7 +45,19 @@ func (n *node) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 // Writev is refused: EROFS. Opening for writing is not (the kernel does
 // not ask, see handleless.go), so the first write is.
 func (n *node) Writev(ctx context.Context, f fusefs.FileHandle, data [][]byte, off int64) (uint32, syscall.Errno) {
+	dropRefusedPages(n.EmbeddedInode())
 	return 0, n.refuse("write", "")
+}
+
+// dropRefusedPages drops the kernel's cached pages of a file after a write
+// to it was refused. A write through a shared writable mmap changes the
+// cached pages first and reaches us only when the kernel writes them back;
+// refused, they would stay cached as changed for every reader until the
+// mount ends. The kernel waits for that write-back to end before it drops
+// a page, so the invalidation is sent once we have answered: from its own
+// goroutine.
+func dropRefusedPages(ino *fusefs.Inode) {
+	go ino.NotifyContent(0, 0)
 }
 
 // Setxattr is refused: EROFS.

@@ -110,6 +110,7 @@ var _ = (fusefs.NodeWritever)((*rootfsNode)(nil))
 
 // Writev is refused: opening for writing is not (handleless.go).
 func (n *rootfsNode) Writev(ctx context.Context, f fusefs.FileHandle, data [][]byte, off int64) (uint32, syscall.Errno) {
+	dropRefusedPages(n.EmbeddedInode())
 	n.tree.r.log.Printf("write /%s: refused, rootfs is read-only (EROFS)", n.Path(nil))
 	return 0, syscall.EROFS
 }

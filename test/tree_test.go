@@ -20,6 +20,7 @@ import (
 
 	"github.com/imagefs/imagefs/fs"
 	"github.com/imagefs/imagefs/internal/fixture"
+	"github.com/imagefs/imagefs/internal/testenv"
 )
 
 // treeStore is a real store with the image kinds the tree must show: a
@@ -473,6 +474,10 @@ func TestTreeReadOnly(t *testing.T) {
 	p := func(s string) string { return filepath.Join(mnt, s) }
 	img := p("images/" + ts.named.ID)
 	inst := p("images/" + ts.list.ID + "/instances")
+	names, err := os.ReadFile(filepath.Join(img, "names"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now()
 	refused := map[string]error{
 		"mkdir at the root":  os.Mkdir(p("new"), 0o755),
@@ -498,12 +503,14 @@ func TestTreeReadOnly(t *testing.T) {
 		"rm instance":        os.Remove(filepath.Join(inst, ts.single.ManifestDigest.String())),
 		"mv platforms":       os.Rename(filepath.Join(inst, "platforms"), filepath.Join(inst, "p")),
 		"write platforms":    os.WriteFile(filepath.Join(inst, "platforms"), []byte("x"), 0o644),
+		"mmap write names":   testenv.MmapWrite(filepath.Join(img, "names"), []byte("HACK")),
 	}
 	for op, err := range refused {
 		if !errors.Is(err, syscall.EROFS) {
 			t.Errorf("%s: %v, want EROFS", op, err)
 		}
 	}
+	testenv.WaitContent(t, filepath.Join(img, "names"), string(names))
 	after, err := ts.s.Store.Images()
 	if err != nil {
 		t.Fatal(err)
