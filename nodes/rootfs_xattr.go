@@ -2,10 +2,15 @@ package nodes
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/imagefs/imagefs/xattrs"
 )
@@ -70,14 +75,19 @@ func (n *rootfsNode) layerIndex() (int, syscall.Errno) {
 var _ = (fusefs.NodeListxattrer)((*rootfsNode)(nil))
 
 // Listxattr lists the stored xattrs, NUL-terminated, without the
-// user.imagefs.* names (so cp -a, rsync -X and tar --xattrs skip them)
-// and without security.selinux (never served, see handleless.go).
+// user.imagefs.* names (so cp -a, rsync -X and tar --xattrs skip them),
+// without security.selinux (never served, see handleless.go), and without
+// trusted.* names for a caller lacking CAP_SYS_ADMIN, as the layers' own
+// file system lists them (we read them as root).
 func (n *rootfsNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	all, err := n.tree.stack.ListXattr(n.ent)
 	if err != nil {
 		return 0, n.tree.errno("listxattr", n.ent.Path, err)
 	}
-	names := slices.DeleteFunc(slices.Clone(all), func(name string) bool { return name == selinuxXattr })
+	hideTrusted := slices.ContainsFunc(all, isTrustedXattr) && !callerHasSysAdmin(ctx)
+	names := slices.DeleteFunc(slices.Clone(all), func(name string) bool {
+		return name == selinuxXattr || hideTrusted && isTrustedXattr(name)
+	})
 	size := 0
 	for _, name := range names {
 		size += len(name) + 1
@@ -100,4 +110,30 @@ func rootfsCopyXattr(dest, v []byte) (uint32, syscall.Errno) {
 		return uint32(len(v)), syscall.ERANGE
 	}
 	return uint32(copy(dest, v)), 0
+}
+
+func isTrustedXattr(name string) bool { return strings.HasPrefix(name, "trusted.") }
+
+// capSysAdmin is CAP_SYS_ADMIN's bit in /proc/PID/status's CapEff.
+const capSysAdmin = 21
+
+// callerHasSysAdmin reports whether the process making the request holds
+// CAP_SYS_ADMIN, which listing trusted.* xattrs takes. It reads the
+// caller's /proc status: only done for entries that carry such names.
+func callerHasSysAdmin(ctx context.Context) bool {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || c.Pid == 0 {
+		return false
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Pid))
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(status)) {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			return err == nil && caps&(1<<capSysAdmin) != 0
+		}
+	}
+	return false
 }
