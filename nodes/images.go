@@ -39,7 +39,7 @@ func (d *imagesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if img == nil {
 		var candidates []string
 		if img, candidates = ix.ResolveIDPrefix(name); img == nil {
-			return nil, d.t.noPrefixMatch("images", name, candidates)
+			return nil, d.t.noPrefixMatch("images", name, candidates, out)
 		}
 	}
 	return lookupChild(ctx, d.EmbeddedInode(), name, ix, newImageDir(d.t, img.ID), out)
@@ -47,10 +47,20 @@ func (d *imagesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 
 // noPrefixMatch is the ENOENT of a lookup in dir (images, layers) by an ID
 // prefix that matched nothing or several IDs; several are logged.
-func (t *tree) noPrefixMatch(dir, name string, candidates []string) syscall.Errno {
+//
+// Only a full ID is left to the kernel as a negative entry: an image or
+// layer that comes drops it by name (notify.go), but a prefix it makes
+// resolvable (or, gone, makes unique) could only be dropped if we knew
+// which prefixes the kernel keeps, and negative entries are not in the
+// node tree. So a prefix that finds nothing is not kept: its negative
+// entry expires at once, and the next lookup asks again.
+func (t *tree) noPrefixMatch(dir, name string, candidates []string, out *fuse.EntryOut) syscall.Errno {
 	if len(candidates) > 1 {
 		t.log.Printf("lookup /%s/%s: ambiguous ID prefix, %d %s match: %s (ENOENT)",
 			dir, name, len(candidates), dir, strings.Join(candidates, ", "))
+	}
+	if len(name) < 64 {
+		out.SetEntryTimeout(time.Nanosecond)
 	}
 	return syscall.ENOENT
 }

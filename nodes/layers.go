@@ -36,7 +36,7 @@ func (d *layersDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if l == nil {
 		var candidates []string
 		if l, candidates = ix.ResolveLayerPrefix(name); l == nil {
-			return nil, d.t.noPrefixMatch("layers", name, candidates)
+			return nil, d.t.noPrefixMatch("layers", name, candidates, out)
 		}
 	}
 	return lookupChild(ctx, d.EmbeddedInode(), name, ix, newLayerDir(d.t, l.ID), out)

@@ -151,6 +151,37 @@ func TestRefresh(t *testing.T) {
 	t.Logf("podman import visible after %s", took)
 }
 
+// TestRefreshPrefixAfterMiss: an ID prefix looked up while nothing had it
+// resolves as soon as imagefs has seen the image come, however long the
+// mount keeps negative entries (they are invalidated by name, and a prefix
+// the kernel knows only as a miss cannot be).
+func TestRefreshPrefixAfterMiss(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{NegativeTimeout: time.Minute})
+	lone := e.lone
+	archive := filepath.Join(t.TempDir(), "lone.tar")
+	e.s.PodmanOutput(t, "save", "-o", archive, lone.ID)
+	e.s.PodmanOutput(t, "rmi", lone.ID)
+	paths := []string{"images/" + lone.ID, "images/" + lone.ID[:12], "layers/" + lone.LayerIDs[0][:12]}
+	eventually(t, "podman rmi", func() error {
+		for _, p := range paths {
+			if err := gone(e.p(p)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	e.s.PodmanOutput(t, "load", "-i", archive)
+	eventually(t, "podman load", func() error {
+		for _, p := range paths {
+			if _, err := os.Lstat(e.p(p)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // TestRefreshReadsWhole: a file read right after the store changed, before
 // the watcher has told the kernel, comes out whole: the bytes of before
 // (whose size the kernel has) or of after, never the new bytes cut at the
