@@ -305,7 +305,7 @@ func CheckMountpoint(path string) error {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, syscall.ENOTCONN):
-		return fmt.Errorf("mountpoint %s: a dead FUSE mount is still there (run `imagefs umount %s` first)", path, path)
+		return deadMountError(path)
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("mountpoint %s does not exist", path)
 	case err != nil:
@@ -322,9 +322,19 @@ func CheckMountpoint(path string) error {
 		return err
 	}
 	if m != nil && m.FSType == FSType {
+		// The stat above may have come from the kernel's attribute cache;
+		// statfs always asks the server, so it tells a dead one.
+		var sfs syscall.Statfs_t
+		if err := syscall.Statfs(path, &sfs); errors.Is(err, syscall.ENOTCONN) {
+			return deadMountError(path)
+		}
 		return fmt.Errorf("mountpoint %s: imagefs is already mounted there", path)
 	}
 	return nil
+}
+
+func deadMountError(path string) error {
+	return fmt.Errorf("mountpoint %s: a dead FUSE mount is still there (run `imagefs umount %s` first)", path, path)
 }
 
 // CheckFUSE returns a one-line error unless /dev/fuse can be opened, or a

@@ -357,6 +357,34 @@ func TestCLIAlreadyMounted(t *testing.T) {
 	waitGone(t, pid, 5*time.Second)
 }
 
+// TestCLIKilledServer: after the server is killed, a new mount names the
+// dead mount left behind (even while the kernel still has the root's
+// attributes cached), `imagefs umount` clears it, and a mount works again.
+func TestCLIKilledServer(t *testing.T) {
+	e, added := newCLIEnv(t)
+	mp := e.mkdir("mnt")
+	pid := e.mountBackground(mp)
+	checkTree(t, mp, added.ID)
+	if _, err := os.Stat(mp); err != nil { // the root's attributes, cached for a second
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid, 5*time.Second)
+	r := e.run(60*time.Second, append(append([]string{"mount"}, e.storeFlags()...), mp)...)
+	oneErrorLine(t, "mount over a dead mount", r, "dead FUSE mount")
+	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
+		t.Fatalf("umount of the dead mount: %d %s", r.code, r.stderr)
+	}
+	pid = e.mountBackground(mp)
+	checkTree(t, mp, added.ID)
+	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
+		t.Fatalf("umount: %d %s", r.code, r.stderr)
+	}
+	waitGone(t, pid, 5*time.Second)
+}
+
 // TestCLIVersion: `imagefs version` names itself and the pinned libraries.
 func TestCLIVersion(t *testing.T) {
 	bin := imagefsBin(t)
