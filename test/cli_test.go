@@ -328,6 +328,8 @@ func TestCLIUmountErrors(t *testing.T) {
 	if processGone(pid) {
 		t.Errorf("server exited while a handle was still open")
 	}
+	r = e.run(60*time.Second, append(append([]string{"mount"}, e.storeFlags()...), mp)...)
+	oneErrorLine(t, "mount while the detached mount is still served", r, "detached")
 	busy.Close()
 	waitGone(t, pid, 10*time.Second)
 	e.storeUsable(added.ID)
