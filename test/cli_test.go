@@ -83,6 +83,11 @@ func TestCLIMountLsUmount(t *testing.T) {
 	if !bytes.Contains(log, []byte(mp)) {
 		t.Errorf("log file does not mention the mountpoint:\n%s", log)
 	}
+	if st, err := os.Stat(logFile); err != nil {
+		t.Error(err)
+	} else if st.Mode().Perm() != 0o600 {
+		t.Errorf("log file mode %v, want 0600 (it names paths inside images)", st.Mode().Perm())
+	}
 }
 
 // TestCLIForegroundSignals: with -f the command itself serves; SIGTERM and

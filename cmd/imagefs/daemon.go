@@ -165,11 +165,14 @@ func daemonEnv() []string {
 	return env
 }
 
+// openLogFile opens the log for appending. A new one is private to the
+// mounting user: it names paths inside the images (every request's, with
+// --debug) that their modes may hide from others.
 func openLogFile(path string) (*os.File, error) {
 	if path == "" {
 		return os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("log file: %s", oneLine(err.Error()))
 	}
