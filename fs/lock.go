@@ -66,7 +66,7 @@ func LockMountpoint(mountpoint string) (*MountLock, error) {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			pid := readPid(path)
 			if m, err := FindMount(mountpoint); err == nil && (m == nil || m.FSType != FSType) {
-				return nil, fmt.Errorf("mountpoint %s: imagefs process %s still serves the mount detached from it (umount --lazy) until its last user lets go; wait for it to exit, or kill it", mountpoint, pid)
+				return nil, fmt.Errorf("mountpoint %s: imagefs process %s holds it with nothing mounted there: it is starting, or still serves the mount detached from it (umount --lazy) until its last user lets go; wait for it to exit, or kill it", mountpoint, pid)
 			}
 			return nil, fmt.Errorf("mountpoint %s: already served by imagefs process %s", mountpoint, pid)
 		}
