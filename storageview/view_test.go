@@ -399,13 +399,7 @@ func TestAdditionalImageStore(t *testing.T) {
 	s := fixture.NewStore(t, "overlay")
 	own := s.Add(t, fixture.Image{Names: []string{"localhost/own:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("own", "x")}}}})
 
-	// Not t.TempDir(): podman 4.3 refuses a run root longer than 50 bytes.
-	roDir, err := os.MkdirTemp("", "ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(roDir) })
-	testenv.NoMountsLeft(t, roDir)
+	roDir := shortTempDir(t, "ro")
 	roRoot := filepath.Join(roDir, "graph")
 	tarball := filepath.Join(roDir, "layer.tar")
 	if err := os.WriteFile(tarball, tarOf(t, "ro", "from the ro store"), 0o644); err != nil {
@@ -590,13 +584,7 @@ func TestNameInBothStores(t *testing.T) {
 	s := fixture.NewStore(t, "overlay")
 	own := s.Add(t, fixture.Image{Names: []string{name}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("own", "x")}}}})
 
-	// Not t.TempDir(): podman 4.3 refuses a run root longer than 50 bytes.
-	roDir, err := os.MkdirTemp("", "ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(roDir) })
-	testenv.NoMountsLeft(t, roDir)
+	roDir := shortTempDir(t, "ro")
 	roRoot := filepath.Join(roDir, "graph")
 	tarball := filepath.Join(roDir, "layer.tar")
 	var roID string
@@ -677,4 +665,18 @@ func TestContainerLayersLeftOut(t *testing.T) {
 	if want := slices.Sorted(slices.Values(img.LayerIDs)); !slices.Equal(ids, want) {
 		t.Errorf("index layers %v, want the image's %v", ids, want)
 	}
+}
+
+// shortTempDir is a temporary directory with a short path (t.TempDir's are
+// long, and podman 4.3 refuses a run root longer than 50 bytes), removed
+// when the test ends, and checked to hold no mounts then.
+func shortTempDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	testenv.NoMountsLeft(t, dir)
+	return dir
 }

@@ -261,22 +261,7 @@ func BuildStack(t *testing.T, base string, aufs bool) []union.Layer {
 // KernelMount mounts layers read-only with the kernel's overlayfs.
 func KernelMount(t *testing.T, layers []union.Layer) string {
 	t.Helper()
-	testenv.RequireRoot(t)
-	mnt := t.TempDir()
-	testenv.NoMountsLeft(t, mnt)
-	var lower []string
-	for i := len(layers) - 1; i >= 0; i-- {
-		lower = append(lower, layers[i].Path)
-	}
-	if err := unix.Mount("overlay", mnt, "overlay", unix.MS_RDONLY, "lowerdir="+strings.Join(lower, ":")); err != nil {
-		t.Fatalf("mounting overlay: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmounting overlay: %v", err)
-		}
-	})
-	return mnt
+	return kernelMount(t, layers, "")
 }
 
 // StoreMount mounts layers read-only the way their store's own mount
@@ -286,41 +271,62 @@ func KernelMount(t *testing.T, layers []union.Layer) string {
 // /usr/bin/fuse-overlayfs for AUFS layers.
 func StoreMount(t *testing.T, layers []union.Layer) string {
 	t.Helper()
+	switch {
+	case len(layers) > 0 && layers[0].AUFS:
+		return fuseOverlayMount(t, layers)
+	case len(layers) > 0 && layers[0].UserXattr:
+		return kernelMount(t, layers, ",userxattr")
+	}
+	return kernelMount(t, layers, "")
+}
+
+func kernelMount(t *testing.T, layers []union.Layer, extra string) string {
+	t.Helper()
 	testenv.RequireRoot(t)
 	mnt := t.TempDir()
 	testenv.NoMountsLeft(t, mnt)
+	opts := "lowerdir=" + lowerdir(layers) + extra
+	if err := unix.Mount("overlay", mnt, "overlay", unix.MS_RDONLY, opts); err != nil {
+		t.Fatalf("mounting overlay -o %s: %v", opts, err)
+	}
+	t.Cleanup(func() { unmount(t, mnt) })
+	return mnt
+}
+
+func fuseOverlayMount(t *testing.T, layers []union.Layer) string {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireFUSE(t)
+	bin, err := exec.LookPath("fuse-overlayfs")
+	if err != nil {
+		if os.Getenv(testenv.RequireAllVar) == "1" {
+			t.Fatalf("fuse-overlayfs is missing and %s=1: %v", testenv.RequireAllVar, err)
+		}
+		t.Skipf("fuse-overlayfs is missing: %v", err)
+	}
+	mnt := t.TempDir()
+	testenv.NoMountsLeft(t, mnt)
+	opts := "lowerdir=" + lowerdir(layers)
+	if out, err := exec.Command(bin, "-o", opts, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fuse-overlayfs -o %s %s: %v %s", opts, mnt, err, out)
+	}
+	t.Cleanup(func() { unmount(t, mnt) })
+	return mnt
+}
+
+// lowerdir is overlay's lowerdir= value for layers: top layer first.
+func lowerdir(layers []union.Layer) string {
 	var lower []string
 	for i := len(layers) - 1; i >= 0; i-- {
 		lower = append(lower, layers[i].Path)
 	}
-	opts := "lowerdir=" + strings.Join(lower, ":")
-	switch {
-	case len(layers) > 0 && layers[0].AUFS:
-		testenv.RequireFUSE(t)
-		bin, err := exec.LookPath("fuse-overlayfs")
-		if err != nil {
-			if os.Getenv(testenv.RequireAllVar) == "1" {
-				t.Fatalf("fuse-overlayfs is missing and %s=1: %v", testenv.RequireAllVar, err)
-			}
-			t.Skipf("fuse-overlayfs is missing: %v", err)
-		}
-		if out, err := exec.Command(bin, "-o", opts, mnt).CombinedOutput(); err != nil {
-			t.Fatalf("fuse-overlayfs -o %s %s: %v %s", opts, mnt, err, out)
-		}
-	default:
-		if len(layers) > 0 && layers[0].UserXattr {
-			opts += ",userxattr"
-		}
-		if err := unix.Mount("overlay", mnt, "overlay", unix.MS_RDONLY, opts); err != nil {
-			t.Fatalf("mounting overlay -o %s: %v", opts, err)
-		}
+	return strings.Join(lower, ":")
+}
+
+func unmount(t *testing.T, mnt string) {
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Errorf("unmounting %s: %v", mnt, err)
 	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmounting %s: %v", mnt, err)
-		}
-	})
-	return mnt
 }
 
 // CopyTree copies src to dst with cp -a (hardlinks, xattrs, devices kept).
