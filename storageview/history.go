@@ -60,10 +60,12 @@ func (v *View) History(imageID string) ([]byte, error) {
 }
 
 // historyRows walks the config history newest first beside the layer
-// chain, top layer first, as libimage's History: an entry that made a
-// layer gets that layer's size and moves down the chain (an empty-layer
-// entry stays on the same layer); the first image (in store order) whose
-// top layer the current layer is lends its ID, once.
+// chain, top layer first, as libimage's History (podman 4.3): an entry
+// that made a layer gets that layer's size and moves down the chain (an
+// empty-layer entry stays on the same layer, and so does every entry once
+// the base layer is reached: older non-empty entries get its size again);
+// the first image (in store order) whose top layer the current layer is
+// lends its ID, once. A layerless image's lines are all <missing>.
 func (v *View) historyRows(ix *Index, img *Image, m *imageMeta) []historyRow {
 	hist := m.oci.History
 	var layer *Layer
@@ -78,9 +80,6 @@ func (v *View) historyRows(ix *Index, img *Image, m *imageMeta) []historyRow {
 		if h.Created != nil {
 			r.created = *h.Created
 		}
-		if x == len(hist)-1 {
-			r.id = img.ID
-		}
 		if layer != nil {
 			if !h.EmptyLayer {
 				r.size = v.layerSize(layer)
@@ -89,12 +88,8 @@ func (v *View) historyRows(ix *Index, img *Image, m *imageMeta) []historyRow {
 				r.id = on[0].ID
 				used[on[0].ID] = true
 			}
-			if !h.EmptyLayer {
-				if layer.Parent == "" {
-					layer = nil
-				} else {
-					layer = ix.Layer(layer.Parent)
-				}
+			if !h.EmptyLayer && layer.Parent != "" {
+				layer = ix.Layer(layer.Parent)
 			}
 		}
 		rows = append(rows, r)

@@ -135,10 +135,12 @@ func (v *View) inspect(ix *Index, img *Image, m *imageMeta) (*inspectData, error
 }
 
 // graphDriverData is the driver's metadata for the top layer, as podman
-// shows it, without MergedDir.
+// shows it, without MergedDir. podman asks for it for a layerless image
+// too (layer "": the overlay driver answers with its home's diff and work
+// directories); a list has none.
 func (v *View) graphDriverData(img *Image) *driverData {
 	dd := &driverData{Name: v.driver}
-	if img.TopLayer == "" {
+	if img.IsList {
 		return dd
 	}
 	drv, err := v.store.GraphDriver()

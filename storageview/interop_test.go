@@ -205,36 +205,7 @@ func TestInteropPodman(t *testing.T) {
 			if img.IsList {
 				continue // podman inspects the local instance instead
 			}
-			ours, err := v.InspectJSON(img.ID)
-			if err != nil {
-				t.Fatalf("InspectJSON(%s): %v", short(img.ID), err)
-			}
-			raw, theirs := podmanInspect(t, s, img.ID)
-			var got map[string]any
-			if err := json.Unmarshal(ours, &got); err != nil {
-				t.Fatalf("InspectJSON(%s) is not JSON: %v\n%s", short(img.ID), err, ours)
-			}
-			for k := range theirs {
-				if _, ok := got[k]; !ok {
-					t.Errorf("image %s: field %s missing", short(img.ID), k)
-				}
-			}
-			for k, want := range theirs {
-				if k == "GraphDriver" {
-					continue
-				}
-				if !reflect.DeepEqual(got[k], want) {
-					t.Errorf("image %s: %s = %v, podman %v", short(img.ID), k, got[k], want)
-				}
-			}
-			for k := range got {
-				if _, ok := theirs[k]; !ok {
-					t.Errorf("image %s: extra field %s", short(img.ID), k)
-				}
-			}
-			if a, b := withoutGraphDriver(ours), withoutGraphDriver(raw); a != b {
-				t.Errorf("image %s: inspect.json bytes differ from podman's (GraphDriver aside):\nours:\n%s\npodman:\n%s", short(img.ID), a, b)
-			}
+			theirs := compareInspect(t, v, s, img.ID)
 			// Layer counts equal RootFS.Layers.
 			rootfs, _ := theirs["RootFS"].(map[string]any)
 			if layers, _ := rootfs["Layers"].([]any); len(layers) != len(img.Layers) {
@@ -292,14 +263,7 @@ func TestInteropPodman(t *testing.T) {
 			if img.IsList {
 				continue
 			}
-			ours, err := v.History(img.ID)
-			if err != nil {
-				t.Fatalf("History(%s): %v", short(img.ID), err)
-			}
-			theirs := s.PodmanOutput(t, "history", "--no-trunc", "--human=false", img.ID)
-			if string(ours) != theirs {
-				t.Errorf("image %s: history differs:\nours:\n%s\npodman:\n%s", short(img.ID), ours, theirs)
-			}
+			compareHistory(t, v, s, img.ID)
 		}
 	})
 
@@ -455,5 +419,97 @@ func TestDF(t *testing.T) {
 	}
 	if size(a.LayerIDs[0]) < 100000 {
 		t.Errorf("base layer size %d", size(a.LayerIDs[0]))
+	}
+}
+
+// compareInspect requires inspect.json of the image to hold exactly the
+// fields of podman's image inspect, with equal values and equal bytes,
+// GraphDriver aside (imagefs never shows MergedDir); it returns podman's.
+func compareInspect(t *testing.T, v *View, s *fixture.Store, id string) map[string]any {
+	t.Helper()
+	ours, err := v.InspectJSON(id)
+	if err != nil {
+		t.Fatalf("InspectJSON(%s): %v", short(id), err)
+	}
+	raw, theirs := podmanInspect(t, s, id)
+	var got map[string]any
+	if err := json.Unmarshal(ours, &got); err != nil {
+		t.Fatalf("InspectJSON(%s) is not JSON: %v\n%s", short(id), err, ours)
+	}
+	for k := range theirs {
+		if _, ok := got[k]; !ok {
+			t.Errorf("image %s: field %s missing", short(id), k)
+		}
+	}
+	for k, want := range theirs {
+		if k == "GraphDriver" {
+			if gd, _ := want.(map[string]any); gd != nil {
+				if data, _ := gd["Data"].(map[string]any); data != nil {
+					delete(data, "MergedDir")
+				}
+			}
+		}
+		if !reflect.DeepEqual(got[k], want) {
+			t.Errorf("image %s: %s = %v, podman %v", short(id), k, got[k], want)
+		}
+	}
+	for k := range got {
+		if _, ok := theirs[k]; !ok {
+			t.Errorf("image %s: extra field %s", short(id), k)
+		}
+	}
+	if a, b := withoutGraphDriver(ours), withoutGraphDriver(raw); a != b {
+		t.Errorf("image %s: inspect.json bytes differ from podman's (GraphDriver aside):\nours:\n%s\npodman:\n%s", short(id), a, b)
+	}
+	return theirs
+}
+
+// compareHistory requires the history file to be podman history's output.
+func compareHistory(t *testing.T, v *View, s *fixture.Store, id string) {
+	t.Helper()
+	ours, err := v.History(id)
+	if err != nil {
+		t.Fatalf("History(%s): %v", short(id), err)
+	}
+	theirs := s.PodmanOutput(t, "history", "--no-trunc", "--human=false", id)
+	if string(ours) != theirs {
+		t.Errorf("image %s: history differs:\nours:\n%s\npodman:\n%s", short(id), ours, theirs)
+	}
+}
+
+// TestInteropLayerless: images podman builds without a layer (FROM scratch
+// and only LABEL steps, intermediates included), and an image whose
+// history has more entries that made a layer than it has layers (the base
+// layer's size repeats, as podman walks it), inspect and history as
+// podman prints them. (A store holding a manifest list would not do:
+// podman 4.3 then fails to inspect layerless images.)
+func TestInteropLayerless(t *testing.T) {
+	s, dir := newPodmanStore(t, map[string]string{"f": "f\n"})
+	ctx := filepath.Join(dir, "scratch")
+	writeFile(t, filepath.Join(ctx, "Containerfile"), []byte("FROM scratch\nLABEL a=b\nLABEL c=d\n"))
+	s.PodmanOutput(t, "build", "--layers", "-t", "localhost/labels:1", ctx)
+	crafted := s.Add(t, fixture.Image{Names: []string{"localhost/crafted:1"},
+		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("data", strings.Repeat("d", 10000))}}},
+		Config: fixture.Config{History: []fixture.History{{CreatedBy: "one"}, {CreatedBy: "two"}, {CreatedBy: "three"}}},
+	})
+	v := openView(t, s)
+	ix := v.Index()
+	labels := ix.ImageByName("localhost/labels:1")
+	if labels == nil || labels.TopLayer != "" {
+		t.Fatalf("localhost/labels:1 is not a layerless image: %+v", labels)
+	}
+	layerless := 0
+	for _, img := range ix.Images {
+		if img.TopLayer == "" {
+			layerless++
+		}
+		compareInspect(t, v, s, img.ID)
+		compareHistory(t, v, s, img.ID)
+	}
+	if layerless < 2 {
+		t.Errorf("%d layerless images; the build should leave an intermediate one too", layerless)
+	}
+	if h, err := v.History(crafted.ID); err != nil || strings.Contains(string(h), " 0 B ") {
+		t.Errorf("crafted image's history (%v): every entry made a layer, none may show 0 B:\n%s", err, h)
 	}
 }
