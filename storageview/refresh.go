@@ -21,14 +21,22 @@ func nanotime() int64 { return int64(time.Since(monoStart)) }
 // Index returns the current snapshot. At most once per checkInterval it
 // reads the last-writer tokens of the store's lock files (a few preads) and
 // rebuilds the index when a writer — podman, buildah, imagefs itself —
-// changed images, layers or containers since. Concurrent callers wait for
-// one rebuild rather than doing their own. After Invalidate the next call
-// rebuilds without waiting for the interval.
+// changed images, layers or containers since. While another caller checks
+// or rebuilds, the others are served the current index rather than wait:
+// a rebuild waits for the store's locks, which podman holds for as long as
+// a pull or an import writes, and every request of the mount would wait
+// with it. After Invalidate the next call rebuilds without waiting for the
+// interval, and waits for a rebuild under way (our own change must show).
 func (v *View) Index() *Index {
 	if v.fresh() {
 		return v.cur.Load()
 	}
-	v.refreshMu.Lock()
+	if !v.refreshMu.TryLock() {
+		if v.invalidated.Load() == v.built.Load() {
+			return v.cur.Load()
+		}
+		v.refreshMu.Lock()
+	}
 	defer v.refreshMu.Unlock()
 	if v.closed.Load() || v.fresh() {
 		return v.cur.Load() // closed, or refreshed while we waited
