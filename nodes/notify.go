@@ -116,6 +116,9 @@ func (t *tree) onChange(old, new *storageview.Index) {
 		gone = append(gone, "/layers/"+id)
 	}
 	t.forgetVersions(gone)
+	if len(c.LayersRemoved) > 0 && t.rootfs != nil {
+		t.rootfs.layersGone(c.LayersRemoved)
+	}
 
 	if names := root.GetChild("names"); names != nil {
 		cur := t.index() // may be newer than new already

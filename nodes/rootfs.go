@@ -48,6 +48,17 @@ type Rootfs struct {
 	evicting  atomic.Bool
 }
 
+// layersGone drops what the Rootfs keeps of layers that were removed:
+// their changes, and the layer files it holds open.
+func (r *Rootfs) layersGone(ids []string) {
+	r.mu.Lock()
+	for _, id := range ids {
+		delete(r.changes, id)
+	}
+	r.mu.Unlock()
+	r.files.closeGone()
+}
+
 // RootfsOptions configure a Rootfs.
 type RootfsOptions struct {
 	// CacheEntries bounds the merged directory listings kept in memory,

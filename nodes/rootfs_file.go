@@ -3,6 +3,7 @@ package nodes
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"syscall"
 
@@ -160,6 +161,27 @@ func (c *backingFiles) release(b *backingFile) {
 	c.mu.Unlock()
 	if last {
 		unix.Close(b.fd)
+	}
+}
+
+// closeGone closes the files kept open whose layer file is gone (its
+// layer was removed): an open descriptor would keep its blocks allocated
+// until 16 other files had been read.
+func (c *backingFiles) closeGone() {
+	c.mu.Lock()
+	var gone []*backingFile
+	kept := c.files[:0]
+	for _, b := range c.files {
+		if _, err := os.Lstat(b.path); errors.Is(err, os.ErrNotExist) {
+			gone = append(gone, b)
+		} else {
+			kept = append(kept, b)
+		}
+	}
+	c.files = kept
+	c.mu.Unlock()
+	for _, b := range gone {
+		c.release(b)
 	}
 }
 

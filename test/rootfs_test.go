@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -293,6 +294,38 @@ func TestRootfsRemovalNotBlocked(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Once imagefs (this process) has seen the removal, it holds no layer
+	// file open: a descriptor would keep the deleted file's blocks.
+	f.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		held := deletedLayerFiles(t, added.LayerIDs)
+		if len(held) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("removed layer files still held open: %v", held)
+		}
+	}
+}
+
+// deletedLayerFiles lists the deleted files of these layers this process
+// holds open. (Their paths show relative to the mount they were opened
+// through: the overlay driver's bind mount of its home, gone by now.)
+func deletedLayerFiles(t *testing.T, layerIDs []string) []string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []string
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasSuffix(target, " (deleted)") &&
+			slices.ContainsFunc(layerIDs, func(id string) bool { return strings.Contains(target, id) }) {
+			held = append(held, target)
+		}
+	}
+	return held
 }
 
 // TestLayerChangesMatchPodmanDiff: layers/<id>/changes of the top layer
