@@ -27,8 +27,9 @@ type View struct {
 	watch *watcher // lock files whose last-writer tokens tell us the store changed
 
 	// Index refresh: see refresh.go.
-	cur       atomic.Pointer[Index]
-	lastCheck atomic.Int64 // monotonic nanoseconds of the last change check
+	cur        atomic.Pointer[Index]
+	lastCheck  atomic.Int64 // monotonic nanoseconds of the last change check
+	checkStart atomic.Int64 // when the check under refreshMu began (lockRefresh)
 	// Invalidate bumps invalidated; a rebuild records in built the value it
 	// started from. The fast path serves the current index only while they
 	// match, so no caller gets an index older than its own Invalidate.

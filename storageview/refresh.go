@@ -18,24 +18,27 @@ var monoStart = time.Now()
 // nanotime is a monotonic clock in nanoseconds.
 func nanotime() int64 { return int64(time.Since(monoStart)) }
 
+// rebuildWait bounds how long a caller waits for another caller's check
+// or rebuild before it is served the current index instead. A rebuild
+// takes milliseconds, unless it waits for the store's locks, which podman
+// holds for as long as a pull or an import writes: every request of the
+// mount would wait with it.
+const rebuildWait = 100 * time.Millisecond
+
 // Index returns the current snapshot. At most once per checkInterval it
 // reads the last-writer tokens of the store's lock files (a few preads) and
 // rebuilds the index when a writer — podman, buildah, imagefs itself —
-// changed images, layers or containers since. While another caller checks
-// or rebuilds, the others are served the current index rather than wait:
-// a rebuild waits for the store's locks, which podman holds for as long as
-// a pull or an import writes, and every request of the mount would wait
-// with it. After Invalidate the next call rebuilds without waiting for the
-// interval, and waits for a rebuild under way (our own change must show).
+// changed images, layers or containers since. Concurrent callers wait for
+// one rebuild rather than doing their own, for at most rebuildWait (then
+// they get the current index). After Invalidate the next call rebuilds
+// without waiting for the interval, and waits for a rebuild under way as
+// long as it takes (our own change must show).
 func (v *View) Index() *Index {
 	if v.fresh() {
 		return v.cur.Load()
 	}
-	if !v.refreshMu.TryLock() {
-		if v.invalidated.Load() == v.built.Load() {
-			return v.cur.Load()
-		}
-		v.refreshMu.Lock()
+	if !v.lockRefresh() {
+		return v.cur.Load()
 	}
 	defer v.refreshMu.Unlock()
 	if v.closed.Load() || v.fresh() {
@@ -51,6 +54,24 @@ func (v *View) Index() *Index {
 	v.built.Store(seq)
 	v.lastCheck.Store(nanotime())
 	return v.cur.Load()
+}
+
+// lockRefresh takes refreshMu for a check, waiting for one under way: as
+// long as it takes after an Invalidate, else for at most rebuildWait since
+// that one began (false: not taken).
+func (v *View) lockRefresh() bool {
+	for !v.refreshMu.TryLock() {
+		if v.invalidated.Load() != v.built.Load() {
+			v.refreshMu.Lock()
+			break
+		}
+		if nanotime()-v.checkStart.Load() > int64(rebuildWait) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	v.checkStart.Store(nanotime())
+	return true
 }
 
 // fresh reports whether the current index may be served without looking

@@ -7,10 +7,10 @@ import (
 	"github.com/imagefs/imagefs/internal/fixture"
 )
 
-// TestIndexServedDuringRebuild: while one caller checks or rebuilds (a
-// rebuild waits for the store's locks, which podman holds while it
-// writes), the others get the current index at once; after Invalidate
-// (our own change) a caller waits for the rebuild instead.
+// TestIndexServedDuringRebuild: while one caller's check or rebuild takes
+// long (a rebuild waits for the store's locks, which podman holds while it
+// writes), the others get the current index after rebuildWait; after
+// Invalidate (our own change) a caller waits for the rebuild instead.
 func TestIndexServedDuringRebuild(t *testing.T) {
 	s := fixture.NewStore(t, "vfs")
 	s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a")}}}})
@@ -18,6 +18,7 @@ func TestIndexServedDuringRebuild(t *testing.T) {
 	ix := v.Index()
 
 	v.refreshMu.Lock() // a rebuild under way, waiting for podman's lock
+	v.checkStart.Store(nanotime())
 	v.expireCheck()
 	got := make(chan *Index)
 	go func() { got <- v.Index() }()
