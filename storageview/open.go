@@ -182,26 +182,27 @@ func (v *View) shutdown() error {
 // (images, layers, containers; primary and additional stores) records its
 // last-writer token in.
 func (v *View) lockFiles() []string {
-	prefix := v.driver + "-"
-	var files []string
-	imgRoots := []string{v.graphRoot}
-	layerRoots := []string{v.graphRoot}
+	roots := []string{v.graphRoot}
 	if v.imageStoreDir != "" {
-		imgRoots = append(imgRoots, v.imageStoreDir)
-		layerRoots = append(layerRoots, v.imageStoreDir)
+		roots = append(roots, v.imageStoreDir)
 	}
-	imgRoots = append(imgRoots, v.roRoots...)
-	layerRoots = append(layerRoots, v.roRoots...)
-	for _, r := range imgRoots {
-		files = append(files, filepath.Join(r, prefix+"images", "images.lock"))
-	}
-	for _, r := range layerRoots {
-		files = append(files, filepath.Join(r, prefix+"layers", "layers.lock"))
+	roots = append(roots, v.roRoots...)
+	var files []string
+	for _, kind := range []string{"images", "layers"} {
+		for _, r := range roots {
+			files = append(files, v.recordLock(r, kind))
+		}
 	}
 	// containers.lock lives in the run root for transient stores.
 	containers := v.graphRoot
 	if v.store.TransientStore() {
 		containers = v.store.RunRoot()
 	}
-	return append(files, filepath.Join(containers, prefix+"containers", "containers.lock"))
+	return append(files, v.recordLock(containers, "containers"))
+}
+
+// recordLock is the lock file of the records of one kind (images, layers,
+// containers) under a store root.
+func (v *View) recordLock(root, kind string) string {
+	return filepath.Join(root, v.driver+"-"+kind, kind+".lock")
 }

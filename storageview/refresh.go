@@ -115,11 +115,24 @@ func (v *View) rebuild() {
 // containers of the primary and additional stores, under their locks) and
 // makes an Index of generation gen.
 func (v *View) build(gen uint64) (*Index, error) {
+	if v.recordsGone() {
+		return buildIndex(gen, nil, nil, nil, v.isList), nil
+	}
 	res, err := v.store.MultiList(storage.MultiListOptions{Images: true, Layers: true, Containers: true})
 	if err != nil {
 		return nil, err
 	}
 	return buildIndex(gen, res.Images, res.Layers, res.Containers, v.isList), nil
+}
+
+// recordsGone reports whether the last check found the lock files of the
+// store's images or layers deleted: the store is being removed (podman
+// system reset removes the graph root after its last write) or was. Then
+// the store has no images, and it must not be read: containers/storage
+// would create its lock files again and mount the driver's home again,
+// under the remover, whose removal then fails with EBUSY.
+func (v *View) recordsGone() bool {
+	return v.watch.absent(v.recordLock(v.graphRoot, "images")) || v.watch.absent(v.recordLock(v.graphRoot, "layers"))
 }
 
 // buildIndex turns store records into an Index. isList is asked only about

@@ -34,13 +34,19 @@ func newWatcher(paths []string) *watcher {
 }
 
 // changed reads every token and reports whether any differs from the one
-// seen last time (the first call always reports a change).
+// seen last time (the first call always reports a change). A lock file
+// that was deleted or replaced (podman system reset, a store restored from
+// a backup) is reopened at its path: the open one would never change again.
 func (w *watcher) changed() bool {
 	w.checks++
 	changed := false
 	var buf [lastWriterSize]byte
 	for i := range w.files {
 		f := &w.files[i]
+		if f.fd >= 0 && f.replaced() {
+			syscall.Close(f.fd)
+			f.fd = -1
+		}
 		if f.fd < 0 {
 			fd, err := syscall.Open(f.path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 			if err != nil {
@@ -66,6 +72,24 @@ func (w *watcher) changed() bool {
 		}
 	}
 	return changed
+}
+
+// replaced reports whether the file f has open was deleted, or replaced by
+// a rename: no name links to it any more.
+func (f *watchedFile) replaced() bool {
+	var st syscall.Stat_t
+	return syscall.Fstat(f.fd, &st) != nil || st.Nlink == 0
+}
+
+// absent reports whether the last check found no file at path (one of
+// the watched ones).
+func (w *watcher) absent(path string) bool {
+	for i := range w.files {
+		if w.files[i].path == path {
+			return w.files[i].n == -1
+		}
+	}
+	return false
 }
 
 // forget makes the next changed call report a change.

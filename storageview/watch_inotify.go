@@ -45,8 +45,7 @@ type follower struct {
 	subs   map[int]func(old, new *Index)
 	nextID int
 
-	ino     *os.File // inotify instance, nil when unavailable
-	watched map[string]bool
+	ino *os.File // inotify instance, nil when unavailable
 }
 
 // Subscribe registers fn to be called, from one goroutine and in order,
@@ -81,13 +80,12 @@ func (v *View) follow() *follower {
 		return f.(*follower)
 	}
 	f := &follower{
-		v:       v,
-		wake:    make(chan struct{}, 1),
-		own:     make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		subs:    map[int]func(old, new *Index){},
-		watched: map[string]bool{},
+		v:    v,
+		wake: make(chan struct{}, 1),
+		own:  make(chan struct{}, 1),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+		subs: map[int]func(old, new *Index){},
 	}
 	if actual, loaded := followers.LoadOrStore(v, f); loaded {
 		return actual.(*follower)
@@ -179,8 +177,10 @@ func (f *follower) startInotify() {
 	}()
 }
 
-// addWatches adds a watch for each directory not yet watched (some appear
-// only after the store's first write of their kind).
+// addWatches watches each directory at its path again: some appear only
+// after the store's first write of their kind, and a directory that was
+// replaced (podman system reset) took its watch with it. Adding a watch
+// already there changes nothing.
 func (f *follower) addWatches() {
 	if f.ino == nil {
 		return
@@ -190,12 +190,7 @@ func (f *follower) addWatches() {
 	// would wake us endlessly. A writer's token update is an IN_MODIFY.
 	const mask = unix.IN_MODIFY | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE
 	for _, d := range f.watchDirs() {
-		if f.watched[d] {
-			continue
-		}
-		if _, err := unix.InotifyAddWatch(int(f.ino.Fd()), d, mask); err == nil {
-			f.watched[d] = true
-		}
+		unix.InotifyAddWatch(int(f.ino.Fd()), d, mask) // absent yet: next tick
 	}
 }
 

@@ -1,6 +1,8 @@
 package storageview
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -80,8 +82,7 @@ func TestSubscribe(t *testing.T) {
 	cancel := v.Subscribe(log.record)
 	defer cancel()
 
-	f, _ := followers.Load(v)
-	if f == nil || len(f.(*follower).watched) == 0 {
+	if n := inotifyWatches(t, v); n == 0 {
 		t.Fatalf("the follower watches no directory")
 	}
 
@@ -145,6 +146,78 @@ func TestSubscribe(t *testing.T) {
 	log.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d calls after cancel", n)
+	}
+}
+
+// inotifyWatches counts the watches of v's follower (from its fdinfo).
+func inotifyWatches(t *testing.T, v *View) int {
+	t.Helper()
+	f, ok := followers.Load(v)
+	if !ok || f.(*follower).ino == nil {
+		return 0
+	}
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", f.(*follower).ino.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(info), "inotify wd:")
+}
+
+// TestSubscribeAfterStoreReset: podman system reset removes the graph
+// root, lock files included. The view then shows no image without reading
+// the store (a read would create the store again under the remover), and
+// once podman makes a new store the follower sees its changes: it watches
+// the new directories and reads the new lock files, not the deleted ones
+// it had open.
+func TestSubscribeAfterStoreReset(t *testing.T) {
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, "overlay")
+	a := s.Add(t, fixture.Image{
+		Names:  []string{"localhost/w/a:1"},
+		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a\n")}}},
+	})
+	v := openView(t, s)
+	var log changeLog
+	// The follower is held in its call about the removal below until
+	// podman system reset has returned: its own read of the store must
+	// not race the removal (see LAYOUT.md, live refresh).
+	hold := make(chan struct{})
+	var held sync.Once
+	cancel := v.Subscribe(func(old, new *Index) {
+		log.record(old, new)
+		if slices.Contains(Diff(old, new).ImagesRemoved, a.ID) {
+			held.Do(func() { <-hold })
+		}
+	})
+	defer cancel()
+	release := sync.OnceFunc(func() { close(hold) })
+	defer release() // before cancel, which waits for the follower
+	watches := inotifyWatches(t, v)
+
+	s.PodmanOutput(t, "rmi", a.ID)
+	log.waitFor(t, "podman rmi", time.Now(), func(c *Changes) bool {
+		return slices.Contains(c.ImagesRemoved, a.ID)
+	})
+	s.PodmanOutput(t, "system", "reset", "--force")
+	release()
+	v.expireCheck()
+	if ix := v.Index(); len(ix.Images) != 0 {
+		t.Fatalf("%d images after podman system reset", len(ix.Images))
+	}
+	if _, err := os.Stat(v.graphRoot); !os.IsNotExist(err) {
+		t.Fatalf("the graph root after podman system reset and a refresh: %v; want it left removed", err)
+	}
+
+	log.reset()
+	tarball := filepath.Join(t.TempDir(), "x.tar")
+	writeFile(t, tarball, tarOf(t, map[string]string{"x": "x\n"}))
+	out := s.PodmanOutput(t, "import", tarball, "localhost/w/after-reset:1")
+	newID := strings.TrimPrefix(strings.TrimSpace(out), "sha256:")
+	log.waitFor(t, "podman import after the reset", time.Now(), func(c *Changes) bool {
+		return slices.Contains(c.ImagesAdded, newID) && slices.Contains(c.NamesAdded, "localhost/w/after-reset:1")
+	})
+	if n := inotifyWatches(t, v); n < watches {
+		t.Errorf("%d inotify watches after the reset, %d before", n, watches)
 	}
 }
 
