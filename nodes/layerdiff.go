@@ -96,19 +96,21 @@ func (r *Rootfs) LayerChanges(ctx context.Context, parent *fusefs.Inode, layerID
 	return parent.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: rootfsChangesIno(layerID)}), 0
 }
 
-// changesOf returns (computed once per layer) the changes file.
-func (r *Rootfs) changesOf(layerID string) ([]byte, error) {
+// changesOf returns (computed once per layer) the changes file and
+// whether it names what the image's modes hide from others.
+func (r *Rootfs) changesOf(layerID string) ([]byte, bool, error) {
 	c, err := r.layerChangeSet(layerID, nil)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return c.text, nil
+	return c.text, c.hidden, nil
 }
 
 // changeSet is what one layer changes, as a list and as the file.
 type changeSet struct {
-	list []union.Change // sorted by path
-	text []byte
+	list   []union.Change // sorted by path
+	text   []byte
+	hidden bool // a name in it is hidden from others by the image's modes
 }
 
 // has reports whether the layer added or changed path ("/etc/passwd").
@@ -137,12 +139,14 @@ func (r *Rootfs) layerChangeSet(layerID string, chain []union.Layer) (*changeSet
 	if err != nil {
 		return nil, err
 	}
+	c = &changeSet{list: list}
 	var sb strings.Builder
 	for _, ch := range list {
 		sb.WriteString(ch.String())
 		sb.WriteByte('\n')
+		c.hidden = c.hidden || ch.Hidden
 	}
-	c = &changeSet{list: list, text: []byte(sb.String())}
+	c.text = []byte(sb.String())
 	r.mu.Lock()
 	r.changes[layerID] = c
 	r.mu.Unlock()
@@ -160,13 +164,19 @@ type layerChangesFile struct {
 
 var _ = (fusefs.NodeGetattrer)((*layerChangesFile)(nil))
 
-// Getattr gives the exact size, computing the changes on first use.
+// Getattr gives the exact size, computing the changes on first use. A
+// list naming what lies in directories others may not read (a 0700
+// /root) is root's alone: with --allow-other it would tell others the
+// names that the image's modes keep from them in rootfs/ and diff/.
 func (f *layerChangesFile) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	b, err := f.r.changesOf(f.layerID)
+	b, hidden, err := f.r.changesOf(f.layerID)
 	if err != nil {
 		return f.r.layerErrno("changes", f.layerID, err)
 	}
 	out.Mode = syscall.S_IFREG | 0o444 // -r--r--r--
+	if hidden {
+		out.Mode = syscall.S_IFREG | 0o400 // -r--------
+	}
 	out.Nlink = 1
 	out.Size = uint64(len(b))
 	if l := f.r.store.Index().Layer(f.layerID); l != nil && !l.Created.IsZero() {
@@ -180,7 +190,7 @@ func (f *layerChangesFile) Getattr(ctx context.Context, fh fusefs.FileHandle, ou
 var _ = (fusefs.NodeReader)((*layerChangesFile)(nil))
 
 func (f *layerChangesFile) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	b, err := f.r.changesOf(f.layerID)
+	b, _, err := f.r.changesOf(f.layerID)
 	if err != nil {
 		return nil, f.r.layerErrno("changes", f.layerID, err)
 	}

@@ -330,8 +330,43 @@ func TestLayerDiffAndChanges(t *testing.T) {
 		t.Errorf("changes-2:\n%s\nwant\n%s", b, want2)
 	}
 	fi, err := os.Stat(filepath.Join(mnt, "changes-2"))
-	if err != nil || fi.Size() != int64(len(want2)) {
-		t.Errorf("changes-2 size %v %v, want %d", fi.Size(), err, len(want2))
+	if err != nil || fi.Size() != int64(len(want2)) || fi.Mode().Perm() != 0o444 {
+		t.Errorf("changes-2: %v %v, want %d bytes, -r--r--r--", fi, err, len(want2))
+	}
+}
+
+// TestLayerChangesHiddenNames: a changes file that names what lies in a
+// directory others may not read (a 0700 /root) is root's alone, since
+// with --allow-other it would tell others what the image's modes keep
+// from them in rootfs/.
+func TestLayerChangesHiddenNames(t *testing.T) {
+	testenv.RequireFUSE(t)
+	base, top := t.TempDir(), t.TempDir()
+	for _, d := range []string{base, top} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{base + "/root", top + "/root", top + "/root/.ssh"} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(top+"/root/.ssh/key", []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(base+"/pub", []byte("p"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mnt, _ := mountRootfs(t, newRootfsFakeStore([]union.Layer{{ID: "b", Path: base}, {ID: "t", Path: top}}, false), nil)
+	for name, perm := range map[string]os.FileMode{"changes-0": 0o444, "changes-1": 0o400} {
+		fi, err := os.Stat(filepath.Join(mnt, name))
+		if err != nil || fi.Mode().Perm() != perm {
+			t.Errorf("%s: %v %v, want mode %v", name, fi, err, perm)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "changes-1")); err != nil || !strings.Contains(string(b), "A /root/.ssh/key\n") {
+		t.Errorf("changes-1 as root: %q %v", b, err)
 	}
 }
 

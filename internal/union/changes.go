@@ -12,6 +12,10 @@ import (
 type Change struct {
 	Kind byte   // 'A' added, 'C' changed, 'D' deleted
 	Path string // absolute inside the image ("/etc/passwd")
+	// Hidden: the path lies in a directory of the new tree that others
+	// may not read and search (its mode lacks o+rx, or an ancestor's
+	// does), so that the image's own modes would keep the name from them.
+	Hidden bool
 }
 
 // String formats the change as podman diff prints it: "A /path".
@@ -24,7 +28,8 @@ func (c Change) String() string { return string(c.Kind) + " " + c.Path }
 // contents are not listed); a name in both is C when its type, mode,
 // owner, device number, mtime, size (non-directories), symlink target,
 // security.capability or user.* xattrs differ; a directory holding a
-// change is C too. The result is sorted by path.
+// change is C too. The result is sorted by path, and says which names
+// the tree's modes hide from others (Change.Hidden).
 //
 // For diff layers only the directories the layer itself holds are
 // compared; for Full (vfs) layers the whole trees are.
@@ -38,7 +43,7 @@ func Changes(layers []Layer, k int, cache *Cache) ([]Change, error) {
 		return nil, err
 	}
 	d := &differ{old: old, cur: cur, prune: !layers[k].Full, top: int32(len(cur.layers) - 1)}
-	if _, err := d.dir(cur.Root(), old.Root(), true); err != nil {
+	if _, err := d.dir(cur.Root(), old.Root(), true, false); err != nil {
 		return nil, err
 	}
 	sort.Slice(d.out, func(i, j int) bool { return d.out[i].Path < d.out[j].Path })
@@ -53,13 +58,19 @@ type differ struct {
 }
 
 // dir compares directory n of the new tree with o of the old one (nil
-// when there is none); it reports whether anything below changed.
-func (d *differ) dir(n, o *Entry, reported bool) (bool, error) {
+// when there is none); it reports whether anything below changed. hidden
+// tells whether n's own name is hidden from others.
+func (d *differ) dir(n, o *Entry, reported, hidden bool) (bool, error) {
 	mark := len(d.out)
 	nl, err := d.cur.List(n)
 	if err != nil {
 		return false, err
 	}
+	st, err := d.cur.Stat(n)
+	if err != nil {
+		return false, err
+	}
+	inside := hidden || st.Mode&0o005 != 0o005
 	var ol *Listing
 	if o != nil && o.IsDir() {
 		if ol, err = d.old.List(o); err != nil {
@@ -74,7 +85,7 @@ func (d *differ) dir(n, o *Entry, reported bool) (bool, error) {
 		childReported := false
 		switch {
 		case oc == nil:
-			d.out = append(d.out, Change{'A', "/" + nc.Path})
+			d.out = append(d.out, Change{'A', "/" + nc.Path, inside})
 			childReported = true
 		default:
 			diff, err := d.differs(nc, oc)
@@ -82,7 +93,7 @@ func (d *differ) dir(n, o *Entry, reported bool) (bool, error) {
 				return false, err
 			}
 			if diff {
-				d.out = append(d.out, Change{'C', "/" + nc.Path})
+				d.out = append(d.out, Change{'C', "/" + nc.Path, inside})
 				childReported = true
 			}
 		}
@@ -92,20 +103,20 @@ func (d *differ) dir(n, o *Entry, reported bool) (bool, error) {
 		if d.prune && oc != nil && !hasLayer(nc.chain, d.top) {
 			continue // the layer holds nothing under this directory
 		}
-		if _, err := d.dir(nc, oc, childReported); err != nil {
+		if _, err := d.dir(nc, oc, childReported, inside); err != nil {
 			return false, err
 		}
 	}
 	if ol != nil {
 		for _, oc := range ol.Entries {
 			if nl.Find(oc.Name) == nil {
-				d.out = append(d.out, Change{'D', "/" + oc.Path})
+				d.out = append(d.out, Change{'D', "/" + oc.Path, inside})
 			}
 		}
 	}
 	changed := len(d.out) > mark
 	if changed && !reported && n.Path != "" {
-		d.out = append(d.out, Change{'C', "/" + n.Path})
+		d.out = append(d.out, Change{'C', "/" + n.Path, hidden})
 	}
 	return changed, nil
 }

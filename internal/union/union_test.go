@@ -359,3 +359,45 @@ func sortLines(s string) string {
 	sort.Slice(lines, func(i, j int) bool { return lines[i][2:] < lines[j][2:] })
 	return strings.Join(lines, "\n") + "\n"
 }
+
+// TestChangesHidden: a change is Hidden when a directory above it in the
+// new tree lacks o+rx, so the image's own modes keep its name from others.
+func TestChangesHidden(t *testing.T) {
+	testenv.RequireRoot(t)
+	base, top := t.TempDir(), t.TempDir()
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{base, 0o755}, {top, 0o755},
+		{base + "/root", 0o700}, {base + "/pub", 0o755},
+		{top + "/root", 0o700}, {top + "/root/.ssh", 0o700}, {top + "/pub", 0o755}, {top + "/pub/x", 0o750},
+	} {
+		if err := os.Mkdir(d.path, d.mode); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{top + "/root/.ssh/key", top + "/pub/f", top + "/pub/x/y"} {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, err := union.Changes([]union.Layer{{ID: "b", Path: base}, {ID: "t", Path: top}}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range cs {
+		got = append(got, fmt.Sprintf("%s %v", c, c.Hidden))
+	}
+	want := []string{
+		"C /pub false", "A /pub/f false", "A /pub/x false", "A /pub/x/y true",
+		"C /root false", "A /root/.ssh true", "A /root/.ssh/key true",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
