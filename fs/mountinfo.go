@@ -3,6 +3,7 @@ package fs
 import (
 	"bufio"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -11,6 +12,7 @@ type MountInfo struct {
 	Mountpoint string // absolute, unescaped
 	FSType     string // "fuse.imagefs" for our mounts
 	Source     string // "imagefs" for our mounts
+	UserID     int    // FUSE's user_id= option: who mounted it; -1 without
 }
 
 // FindMount returns the topmost mount whose mount point is exactly path
@@ -64,11 +66,22 @@ func parseMountInfo(line string) (MountInfo, bool) {
 	if sep < 0 || sep+2 >= len(fields) {
 		return MountInfo{}, false
 	}
-	return MountInfo{
+	m := MountInfo{
 		Mountpoint: unescapeOctal(fields[4]),
 		FSType:     unescapeOctal(fields[sep+1]),
 		Source:     unescapeOctal(fields[sep+2]),
-	}, true
+		UserID:     -1,
+	}
+	if sep+3 < len(fields) {
+		for _, o := range strings.Split(fields[sep+3], ",") {
+			if v, ok := strings.CutPrefix(o, "user_id="); ok {
+				if id, err := strconv.Atoi(v); err == nil {
+					m.UserID = id
+				}
+			}
+		}
+	}
+	return m, true
 }
 
 // unescapeOctal undoes the \040-style escapes of /proc/self/mountinfo.

@@ -312,6 +312,8 @@ func TestCLIUmountErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r = e.runAs(&syscall.Credential{Uid: 65534, Gid: 65534}, 30*time.Second, "umount", mp)
+	oneErrorLine(t, "umount by another user", r, "mounted by uid 0: only root or that user may unmount it")
 	r = e.run(30*time.Second, "umount", mp)
 	oneErrorLine(t, "umount of a busy mount", r, "busy")
 	if !isImagefsMount(t, mp) || processGone(pid) {

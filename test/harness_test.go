@@ -156,10 +156,19 @@ type runResult struct {
 // run runs imagefs with args and waits for it (at most timeout).
 func (e *cliEnv) run(timeout time.Duration, args ...string) runResult {
 	e.t.Helper()
+	return e.runAs(nil, timeout, args...)
+}
+
+// runAs is run as another user (nil: as the test).
+func (e *cliEnv) runAs(cred *syscall.Credential, timeout time.Duration, args ...string) runResult {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.bin, args...)
 	cmd.Env = e.env
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

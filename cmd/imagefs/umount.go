@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -67,6 +68,9 @@ func umount(mountpoint string, lazy bool, timeout time.Duration) error {
 	}
 	if m.FSType != fs.FSType {
 		return fmt.Errorf("%s is not an imagefs mount (it is %s); refusing to unmount it", mountpoint, m.FSType)
+	}
+	if uid := os.Geteuid(); uid != 0 && m.UserID >= 0 && m.UserID != uid {
+		return fmt.Errorf("%s was mounted by uid %d: only root or that user may unmount it", mountpoint, m.UserID)
 	}
 	if err := fs.Unmount(abs, lazy); err != nil {
 		if errors.Is(err, fs.ErrBusy) {
