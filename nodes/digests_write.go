@@ -21,7 +21,7 @@ func (d *digestsDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	if img == nil {
 		return t.refuseWrite(op, p, syscall.ENOENT, "no image has this digest")
 	}
-	if err := t.change("digests", func() error { return w.RemoveImage(img.ID) }); err != nil {
+	if err := t.change(ctx, w, "digests", func() error { return w.RemoveImage(img.ID) }); err != nil {
 		return t.writeErrno(ctx, op, p, err)
 	}
 	return 0

@@ -30,7 +30,7 @@ func (d *imagesDir) Rmdir(ctx context.Context, name string) syscall.Errno {
 			return t.refuseWrite(op, p, syscall.ENOENT, "no such image")
 		}
 	}
-	if err := t.change("images", func() error { return w.RemoveImage(img.ID) }); err != nil {
+	if err := t.change(ctx, w, "images", func() error { return w.RemoveImage(img.ID) }); err != nil {
 		return t.writeErrno(ctx, op, p, err)
 	}
 	return 0

@@ -112,7 +112,7 @@ func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.E
 		ws.mu.Unlock()
 		ln = newNameLink(t, len(d.path), hashIno(kindName, full), "", img.ID)
 	} else {
-		if err := t.change("names", func() error { return w.Tag(img.ID, stored) }); err != nil {
+		if err := t.change(ctx, w, "names", func() error { return w.Tag(img.ID, stored) }); err != nil {
 			return nil, t.writeErrno(ctx, op, p, err)
 		}
 		ln = newNameLink(t, len(d.path), hashIno(kindName, stored), stored, "")
@@ -171,7 +171,7 @@ func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
 		}
 		return t.refuseWrite(op, p, syscall.ENOENT, "no such name")
 	}
-	if err := t.change("names", func() error { return w.RemoveName(full) }); err != nil {
+	if err := t.change(ctx, w, "names", func() error { return w.RemoveName(full) }); err != nil {
 		return t.writeErrno(ctx, op, p, err)
 	}
 	t.keepDirs(full)
@@ -312,7 +312,7 @@ func (d *namesDir) Rename(ctx context.Context, name string, newParent fusefs.Ino
 	if errno != 0 {
 		return errno
 	}
-	if err := t.change("names", func() error { return w.Retag(old, stored) }); err != nil {
+	if err := t.change(ctx, w, "names", func() error { return w.Retag(old, stored) }); err != nil {
 		return t.writeErrno(ctx, op, p+" -> "+newP, err)
 	}
 	t.keepDirs(old)
@@ -332,7 +332,7 @@ func (d *namesDir) renameTemp(ctx context.Context, w Writer, op, p, id, name str
 	if errno != 0 {
 		return errno
 	}
-	if err := t.change("names", func() error { return w.TakeName(id, stored) }); err != nil {
+	if err := t.change(ctx, w, "names", func() error { return w.TakeName(id, stored) }); err != nil {
 		return t.writeErrno(ctx, op, p+" -> "+newP, err)
 	}
 	t.dropTemp(joinName(d.path, name))

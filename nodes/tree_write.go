@@ -35,6 +35,9 @@ type Writer interface {
 	// Writable is ErrReadOnly when the store may not be changed at all
 	// (mount --read-only).
 	Writable() error
+	// WaitUnlocked waits until no other process writes the store, or
+	// returns storageview.ErrInterrupted when ctx ends first.
+	WaitUnlocked(ctx context.Context) error
 }
 
 // Subscriber tells of store changes (storageview.View.Subscribe); the tree
@@ -164,11 +167,15 @@ func (t *tree) refuseWrite(op, p string, errno syscall.Errno, format string, arg
 	return errno
 }
 
-// change makes one change of the store (a call of the Writer) for a write
+// change makes one change of the store (a call of w) for a write
 // operation in the top directory held ("names", "images", "digests") and,
 // when it succeeded, updates what the kernel caches of it before the
-// operation returns (notifyOwnChange).
-func (t *tree) change(held string, do func() error) error {
+// operation returns (notifyOwnChange). While podman writes the store the
+// change waits, and a signal to the caller ends the wait (EINTR).
+func (t *tree) change(ctx context.Context, w Writer, held string, do func() error) error {
+	if err := w.WaitUnlocked(ctx); err != nil {
+		return err
+	}
 	old := t.index()
 	if err := do(); err != nil {
 		return err
@@ -186,6 +193,8 @@ func (t *tree) writeErrno(ctx context.Context, op, p string, err error) syscall.
 		return 0
 	case errors.Is(err, storageview.ErrNameTaken):
 		errno = syscall.EEXIST
+	case errors.Is(err, storageview.ErrInterrupted):
+		errno = syscall.EINTR
 	case errors.Is(err, storageview.ErrNotFound), errors.Is(err, storageview.ErrAmbiguous),
 		errors.Is(err, storageview.ErrInUse), errors.Is(err, storageview.ErrReadOnly),
 		errors.Is(err, storageview.ErrInvalidName):

@@ -24,7 +24,8 @@ type View struct {
 	imageStoreDir string   // storage.conf "imagestore", usually ""
 	roRoots       []string // additional (read-only) image stores
 
-	watch *watcher // lock files whose last-writer tokens tell us the store changed
+	watch *watcher   // lock files whose last-writer tokens tell us the store changed
+	probe *lockProbe // whether another process holds them for writing (lockwait.go)
 
 	// Index refresh: see refresh.go.
 	cur        atomic.Pointer[Index]
@@ -111,9 +112,11 @@ func Open(o Options) (*View, error) {
 	v.cache.init()
 	v.watch = newWatcher(v.lockFiles())
 	v.watch.changed() // record the tokens the first build sees
+	v.probe = newLockProbe([]string{v.recordLock(v.graphRoot, "images"), v.recordLock(v.graphRoot, "layers"), v.containersLock()})
 	ix, err := v.build(1)
 	if err != nil {
 		v.watch.close()
+		v.probe.close()
 		v.shutdown()
 		return nil, fmt.Errorf("reading the store at %s: %w", v.graphRoot, err)
 	}
@@ -154,6 +157,7 @@ func (v *View) Close() error {
 		v.closed.Store(true)
 		if v.watch != nil {
 			v.watch.close()
+			v.probe.close()
 		}
 		v.refreshMu.Unlock()
 		v.closeErr = v.shutdown()
@@ -193,12 +197,16 @@ func (v *View) lockFiles() []string {
 			files = append(files, v.recordLock(r, kind))
 		}
 	}
-	// containers.lock lives in the run root for transient stores.
-	containers := v.graphRoot
+	return append(files, v.containersLock())
+}
+
+// containersLock is the lock file of the containers' records: in the run
+// root for transient stores.
+func (v *View) containersLock() string {
 	if v.store.TransientStore() {
-		containers = v.store.RunRoot()
+		return v.recordLock(v.store.RunRoot(), "containers")
 	}
-	return append(files, v.recordLock(containers, "containers"))
+	return v.recordLock(v.graphRoot, "containers")
 }
 
 // recordLock is the lock file of the records of one kind (images, layers,

@@ -1,0 +1,71 @@
+package storageview
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrInterrupted: the caller gave up (its process got a signal) while
+// another process held the store's lock (EINTR).
+var ErrInterrupted = errors.New("interrupted while another process held the store's lock")
+
+// lockProbe holds the primary store's record lock files open, read-only,
+// to see whether another process holds them for writing (podman during a
+// pull or an import). The descriptors stay open for the view's life:
+// closing any descriptor of a file drops the POSIX locks this process
+// holds on it, containers/storage's own included.
+type lockProbe struct {
+	fds []int
+}
+
+func newLockProbe(paths []string) *lockProbe {
+	p := &lockProbe{}
+	for _, path := range paths {
+		if fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err == nil {
+			p.fds = append(p.fds, fd)
+		}
+	}
+	return p
+}
+
+// busy reports whether another process holds one of the files locked for
+// writing (F_GETLK never reports this process's own locks).
+func (p *lockProbe) busy() bool {
+	if p == nil {
+		return false
+	}
+	for _, fd := range p.fds {
+		lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: 0, Len: 0}
+		if unix.FcntlFlock(uintptr(fd), unix.F_GETLK, &lk) == nil && lk.Type != unix.F_UNLCK {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *lockProbe) close() {
+	for _, fd := range p.fds {
+		syscall.Close(fd)
+	}
+	p.fds = nil
+}
+
+// WaitUnlocked returns once no other process holds the store's records
+// locked for writing, or ErrInterrupted when ctx ends first (the kernel's
+// INTERRUPT: the caller got a signal). A write calls it first, so that one
+// waiting for podman can be interrupted; containers/storage's own wait for
+// the lock cannot, and the write that follows still takes the locks.
+func (v *View) WaitUnlocked(ctx context.Context) error {
+	for v.probe.busy() {
+		select {
+		case <-ctx.Done():
+			return ErrInterrupted
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}

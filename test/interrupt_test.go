@@ -1,0 +1,88 @@
+package test
+
+import (
+	"bufio"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/storageview"
+)
+
+// TestWriteInterruptedWhilePodmanWrites: a write through the mount waits
+// while another process holds the store's records locked for writing, as
+// podman's own commands do, but a signal ends the wait (the kernel's
+// INTERRUPT, EINTR) and the store is left as it was; once the lock is
+// free the same write goes through.
+func TestWriteInterruptedWhilePodmanWrites(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	before := e.podmanImages()
+
+	// Hold layers.lock for writing from another process, as podman does
+	// while it imports a layer.
+	lockFile := filepath.Join(e.s.GraphRoot, "overlay-layers", "layers.lock")
+	holder := exec.Command("python3", "-c", `
+import fcntl, sys, time
+f = open(sys.argv[1], "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(120)
+`, lockFile)
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	release := func() { holder.Process.Kill(); holder.Wait() }
+	defer release()
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "locked\n" {
+		t.Fatalf("lock holder said %q", line)
+	}
+
+	link := e.p("names/localhost/interrupted:1")
+	ln := exec.Command("ln", "-s", "../../images/"+e.base.ID, link)
+	if err := ln.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ln.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("ln -s returned while another process held the store's lock: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	ln.Process.Signal(syscall.SIGINT)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		release()
+		<-done
+		t.Fatal("ln -s did not end on SIGINT while another process held the store's lock")
+	}
+	var interrupted []string
+	for _, l := range e.logs.lines() {
+		if strings.Contains(l, "/names/localhost/interrupted:1") {
+			interrupted = append(interrupted, l)
+		}
+	}
+	if len(interrupted) != 1 || !strings.Contains(interrupted[0], "EINTR") {
+		t.Errorf("log lines of the interrupted ln -s: %q, want one naming EINTR", interrupted)
+	}
+
+	release()
+	if after := e.podmanImages(); after != before {
+		t.Errorf("the interrupted ln -s changed podman's listing:\nbefore %s\nafter  %s", before, after)
+	}
+	if out, err := exec.Command("ln", "-s", "../../images/"+e.base.ID, link).CombinedOutput(); err != nil {
+		t.Fatalf("ln -s once the lock is free: %v %s", err, out)
+	}
+	if err := readlinkTo(link, e.base.ID); err != nil {
+		t.Error(err)
+	}
+}
