@@ -333,7 +333,14 @@ func CheckMountpoint(path string) error {
 	return nil
 }
 
+// deadMountError says how to clear the dead FUSE mount at path: with
+// imagefs umount when it was ours, else as any other FUSE mount.
 func deadMountError(path string) error {
+	if abs, err := filepath.Abs(path); err == nil {
+		if m, err := FindMount(abs); err == nil && m != nil && m.FSType != FSType {
+			return fmt.Errorf("mountpoint %s: a dead FUSE mount (%s) is still there (run `fusermount3 -u %s` first)", path, m.FSType, path)
+		}
+	}
 	return fmt.Errorf("mountpoint %s: a dead FUSE mount is still there (run `imagefs umount %s` first)", path, path)
 }
 

@@ -66,25 +66,9 @@ func Open(o Options) (*View, error) {
 	if logger == nil {
 		logger = log.Default()
 	}
-	so, err := storage.DefaultStoreOptions()
+	so, err := storeOptions(o)
 	if err != nil {
-		return nil, fmt.Errorf("reading the storage configuration: %w", err)
-	}
-	if o.GraphRoot != "" {
-		so.GraphRoot = o.GraphRoot
-	}
-	if o.RunRoot != "" {
-		so.RunRoot = o.RunRoot
-	}
-	if o.Driver != "" {
-		so.GraphDriverName = o.Driver
-	}
-	if len(o.DriverOptions) > 0 {
-		// As podman's --storage-opt: the options given replace the configured ones.
-		so.GraphDriverOptions = append([]string(nil), o.DriverOptions...)
-	}
-	if so.GraphRoot == "" || so.RunRoot == "" {
-		return nil, errors.New("no storage root or run root configured (set --root and --runroot)")
+		return nil, err
 	}
 	st, err := storage.GetStore(so)
 	if err != nil {
@@ -124,6 +108,50 @@ func Open(o Options) (*View, error) {
 	v.cur.Store(ix)
 	v.lastCheck.Store(nanotime())
 	return v, nil
+}
+
+// storeOptions is the store configuration Open uses: podman's
+// (containers-storage.conf), with what o gives replacing it.
+func storeOptions(o Options) (storage.StoreOptions, error) {
+	so, err := storage.DefaultStoreOptions()
+	if err != nil {
+		return so, fmt.Errorf("reading the storage configuration: %w", err)
+	}
+	if o.GraphRoot != "" {
+		so.GraphRoot = o.GraphRoot
+	}
+	if o.RunRoot != "" {
+		so.RunRoot = o.RunRoot
+	}
+	if o.Driver != "" {
+		so.GraphDriverName = o.Driver
+	}
+	if len(o.DriverOptions) > 0 {
+		// As podman's --storage-opt: the options given replace the configured ones.
+		so.GraphDriverOptions = append([]string(nil), o.DriverOptions...)
+	}
+	if so.GraphRoot == "" || so.RunRoot == "" {
+		return so, errors.New("no storage root or run root configured (set --root and --runroot)")
+	}
+	return so, nil
+}
+
+// StoreDir is a directory of the store: what it is ("graph root") and
+// where.
+type StoreDir struct{ What, Path string }
+
+// StoreDirs returns the directories the store that Open(o) opens keeps
+// its data in, without opening it.
+func StoreDirs(o Options) ([]StoreDir, error) {
+	so, err := storeOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	dirs := []StoreDir{{"graph root", so.GraphRoot}, {"run root", so.RunRoot}}
+	if so.ImageStore != "" {
+		dirs = append(dirs, StoreDir{"image store", so.ImageStore})
+	}
+	return dirs, nil
 }
 
 func driverOrDefault(name string) string {

@@ -235,6 +235,8 @@ func TestCLIMountErrors(t *testing.T) {
 		{"no mountpoint", e.storeFlags(), "exactly one MOUNTPOINT"},
 		{"two mountpoints", append(e.storeFlags(), mp, mp), "exactly one MOUNTPOINT"},
 		{"unknown flag", []string{"--no-such-flag", mp}, "unknown flag"},
+		{"mountpoint is the graph root", append(e.storeFlags(), e.store.GraphRoot), "would cover the store's graph root " + e.store.GraphRoot},
+		{"mountpoint above the run root", append(e.storeFlags(), filepath.Dir(e.store.RunRoot)), "would cover the store's"},
 	}
 	for _, mode := range []string{"background", "foreground"} {
 		for _, tc := range cases {
@@ -382,7 +384,7 @@ func TestCLIKilledServer(t *testing.T) {
 	}
 	waitGone(t, pid, 5*time.Second)
 	r := e.run(60*time.Second, append(append([]string{"mount"}, e.storeFlags()...), mp)...)
-	oneErrorLine(t, "mount over a dead mount", r, "dead FUSE mount")
+	oneErrorLine(t, "mount over a dead mount", r, "dead FUSE mount is still there (run `imagefs umount "+mp)
 	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
 		t.Fatalf("umount of the dead mount: %d %s", r.code, r.stderr)
 	}

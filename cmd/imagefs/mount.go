@@ -141,6 +141,9 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 	if err := fs.CheckFUSE(); err != nil {
 		return err
 	}
+	if err := mf.checkNotOverStore(abs); err != nil {
+		return err
+	}
 	lock, err := fs.LockMountpoint(abs)
 	if err != nil {
 		return err
@@ -228,6 +231,29 @@ func (mf *mountFlags) checkStorePaths() error {
 			if parent := filepath.Dir(dir); parent == dir {
 				break
 			}
+		}
+	}
+	return nil
+}
+
+// checkNotOverStore refuses a mount point at or above a directory of the
+// store: the mount would hide the store from imagefs itself (and from
+// podman), whose reads and writes there would then fail.
+func (mf *mountFlags) checkNotOverStore(mountpoint string) error {
+	dirs, err := storageview.StoreDirs(mf.storeOptions())
+	if err != nil {
+		return fmt.Errorf("cannot open the image store: %s", oneLine(err.Error()))
+	}
+	for _, d := range dirs {
+		p, err := filepath.Abs(d.Path)
+		if err != nil {
+			continue
+		}
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r
+		}
+		if rel, err := filepath.Rel(mountpoint, p); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return fmt.Errorf("mountpoint %s would cover the store's %s %s: mount it somewhere else", mountpoint, d.What, p)
 		}
 	}
 	return nil
