@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagefs/imagefs/fs"
 	"github.com/imagefs/imagefs/internal/testenv"
 )
 
@@ -394,6 +395,35 @@ func TestCLIKilledServer(t *testing.T) {
 		t.Fatalf("umount: %d %s", r.code, r.stderr)
 	}
 	waitGone(t, pid, 5*time.Second)
+}
+
+// TestCLIDeadForeignMount: over a dead FUSE mount of another file system
+// the refusal says how to clear it (imagefs umount would refuse it).
+func TestCLIDeadForeignMount(t *testing.T) {
+	e, _ := newCLIEnv(t)
+	if _, err := exec.LookPath("fuse-overlayfs"); err != nil {
+		if os.Getenv(testenv.RequireAllVar) == "1" {
+			t.Fatalf("fuse-overlayfs is missing and %s=1", testenv.RequireAllVar)
+		}
+		t.Skip("fuse-overlayfs is missing")
+	}
+	lower, mp := e.mkdir("lower"), e.mkdir("fo")
+	fo := exec.Command("fuse-overlayfs", "-f", "-o", "lowerdir="+lower, mp)
+	if err := fo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command("fusermount3", "-u", mp).Run() })
+	deadline := time.Now().Add(10 * time.Second)
+	for m, _ := fs.FindMount(mp); m == nil; m, _ = fs.FindMount(mp) {
+		if time.Now().After(deadline) {
+			t.Fatal("fuse-overlayfs did not mount")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fo.Process.Kill()
+	fo.Wait()
+	r := e.run(60*time.Second, append(append([]string{"mount"}, e.storeFlags()...), mp)...)
+	oneErrorLine(t, "mount over a dead fuse-overlayfs mount", r, "a dead FUSE mount (fuse.fuse-overlayfs) is still there (run `fusermount3 -u "+mp)
 }
 
 // TestCLIVersion: `imagefs version` names itself and the pinned libraries.
