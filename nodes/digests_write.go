@@ -17,6 +17,9 @@ func (d *digestsDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
+	if errno := t.refuseMoveOut(ctx, op, p); errno != 0 {
+		return errno
+	}
 	img := t.index().ImageByDigest(digest.Digest(name))
 	if img == nil {
 		return t.refuseWrite(op, p, syscall.ENOENT, "no image has this digest")

@@ -17,6 +17,9 @@ func (d *imagesDir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
+	if errno := t.refuseMoveOut(ctx, op, p); errno != 0 {
+		return errno
+	}
 	ix := t.index()
 	img := ix.ImageByID(name)
 	if img == nil {

@@ -160,6 +160,9 @@ func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
+	if errno := t.refuseMoveOut(ctx, op, p); errno != 0 {
+		return errno
+	}
 	if t.dropTemp(joinName(d.path, name)) {
 		return 0
 	}

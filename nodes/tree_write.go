@@ -156,6 +156,25 @@ func (t *tree) writer(ctx context.Context, op, p string) (Writer, syscall.Errno)
 	return w, 0
 }
 
+// refuseMoveOut refuses a removal that mv(1) makes: the kernel answers a
+// rename out of the mount with EXDEV, and mv then copies the link and
+// removes the source, which here is rm — the image would lose the name,
+// or go with its last one. mv fails instead, its copy stays behind, and
+// the name and the image stay. (Other programs that move by copying and
+// deleting, python's shutil.move, cannot be told from rm.)
+func (t *tree) refuseMoveOut(ctx context.Context, op, p string) syscall.Errno {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return 0
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.Pid))
+	if err != nil || strings.TrimSpace(string(comm)) != "mv" {
+		return 0
+	}
+	return t.refuseWrite(op, p, syscall.EXDEV, "mv out of the mount copies the link and then removes it here, "+
+		"which would untag or remove the image: copy it with cp -P, remove it with rm")
+}
+
 // refuseWrite logs a refused change — operation, path, errno, reason — in
 // one line and returns the errno.
 func (t *tree) refuseWrite(op, p string, errno syscall.Errno, format string, args ...any) syscall.Errno {

@@ -623,6 +623,23 @@ func TestWritesRefused(t *testing.T) {
 	e.refused("mv to a bad name", syscall.EINVAL, "/names/localhost/UP:1", rename("names/localhost/app:1", "names/localhost/UP:1"))
 	e.refused("mv a directory of names", syscall.EXDEV, "/names/localhost", rename("names/localhost", "names/example.com"))
 
+	// mv out of the mount: the kernel says EXDEV, and mv copies the link
+	// and then removes the source; that removal is refused, so the image
+	// keeps its name (the name is base's last in lone's case: rmi).
+	outside := t.TempDir()
+	mvOut := func(p string) func() error {
+		return func() error {
+			out, err := exec.Command("mv", in(p), outside).CombinedOutput()
+			if err != nil && strings.Contains(string(out), "Invalid cross-device link") {
+				return syscall.EXDEV
+			}
+			return fmt.Errorf("mv: %v %s", err, out)
+		}
+	}
+	e.refused("mv of a name out of the mount", syscall.EXDEV, "/names/localhost/app:1", mvOut("names/localhost/app:1"))
+	e.refused("mv of a digest out of the mount", syscall.EXDEV, "/digests/"+e.lone.ManifestDigest.String(), mvOut("digests/"+e.lone.ManifestDigest.String()))
+	e.wantTags("after mv out of the mount", e.base.ID, "docker.io/library/alpine:3.19", "localhost/app:1")
+
 	e.refused("rmdir a directory holding names", syscall.ENOTEMPTY, "/names/localhost", remove("names/localhost"))
 	e.refused("mkdir of a non-registry", syscall.EINVAL, "/names/foo", func() error { return os.Mkdir(in("names/foo"), 0o755) })
 	e.refused("mkdir of an upper-case directory", syscall.EINVAL, "/names/localhost/UP", func() error { return os.Mkdir(in("names/localhost/UP"), 0o755) })
