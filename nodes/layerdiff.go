@@ -212,5 +212,6 @@ func (f *layerChangesFile) Writev(ctx context.Context, fh fusefs.FileHandle, dat
 var _ = (fusefs.NodeSetattrer)((*layerChangesFile)(nil))
 
 func (f *layerChangesFile) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	f.r.log.Printf("setattr /%s: refused, read-only (EROFS)", f.Path(nil))
 	return syscall.EROFS
 }

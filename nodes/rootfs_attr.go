@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/fnv"
+	"path"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -98,12 +99,22 @@ func (n *rootfsNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse
 	return 0
 }
 
-// Everything under rootfs/ and diff/ is read-only: every change is EROFS.
+// Everything under rootfs/ and diff/ is read-only: every change is EROFS,
+// with one log line naming the operation and the path (name, when given,
+// is the entry of directory n the operation is about).
+func (n *rootfsNode) refuse(op, name string) syscall.Errno {
+	p := "/" + n.Path(nil)
+	if name != "" {
+		p = path.Join(p, name)
+	}
+	n.tree.r.log.Printf("%s %s: refused, rootfs is read-only (EROFS)", op, p)
+	return syscall.EROFS
+}
 
 var _ = (fusefs.NodeSetattrer)((*rootfsNode)(nil))
 
 func (n *rootfsNode) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
+	return n.refuse("setattr", "")
 }
 
 var _ = (fusefs.NodeWritever)((*rootfsNode)(nil))
@@ -111,8 +122,7 @@ var _ = (fusefs.NodeWritever)((*rootfsNode)(nil))
 // Writev is refused: opening for writing is not (handleless.go).
 func (n *rootfsNode) Writev(ctx context.Context, f fusefs.FileHandle, data [][]byte, off int64) (uint32, syscall.Errno) {
 	dropRefusedPages(n.EmbeddedInode())
-	n.tree.r.log.Printf("write /%s: refused, rootfs is read-only (EROFS)", n.Path(nil))
-	return 0, syscall.EROFS
+	return 0, n.refuse("write", "")
 }
 
 var _ = (fusefs.NodeAccesser)((*rootfsNode)(nil))
@@ -129,55 +139,59 @@ func (n *rootfsNode) Access(ctx context.Context, mask uint32) syscall.Errno {
 var _ = (fusefs.NodeSetxattrer)((*rootfsNode)(nil))
 
 func (n *rootfsNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return syscall.EROFS
+	return n.refuse("setxattr "+attr, "")
 }
 
 var _ = (fusefs.NodeRemovexattrer)((*rootfsNode)(nil))
 
 func (n *rootfsNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return syscall.EROFS
+	return n.refuse("removexattr "+attr, "")
 }
 
 var _ = (fusefs.NodeMkdirer)((*rootfsDir)(nil))
 
 func (d *rootfsDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+	return nil, d.refuse("mkdir", name)
 }
 
 var _ = (fusefs.NodeMknoder)((*rootfsDir)(nil))
 
 func (d *rootfsDir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+	return nil, d.refuse("mknod", name)
 }
 
 var _ = (fusefs.NodeLinker)((*rootfsDir)(nil))
 
 func (d *rootfsDir) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+	return nil, d.refuse("link", name)
 }
 
 var _ = (fusefs.NodeSymlinker)((*rootfsDir)(nil))
 
 func (d *rootfsDir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+	return nil, d.refuse("symlink", name)
 }
 
 var _ = (fusefs.NodeCreater)((*rootfsDir)(nil))
 
 func (d *rootfsDir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EROFS
+	return nil, nil, 0, d.refuse("create", name)
 }
 
 var _ = (fusefs.NodeUnlinker)((*rootfsDir)(nil))
 
-func (d *rootfsDir) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (d *rootfsDir) Unlink(ctx context.Context, name string) syscall.Errno {
+	return d.refuse("unlink", name)
+}
 
 var _ = (fusefs.NodeRmdirer)((*rootfsDir)(nil))
 
-func (d *rootfsDir) Rmdir(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (d *rootfsDir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return d.refuse("rmdir", name)
+}
 
 var _ = (fusefs.NodeRenamer)((*rootfsDir)(nil))
 
 func (d *rootfsDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	return syscall.EROFS
+	return d.refuse("rename", name)
 }

@@ -207,7 +207,8 @@ func TestRootfsXattrsAndReadOnly(t *testing.T) {
 	testenv.RequireFUSE(t)
 	layers := uniontest.BuildStack(t, t.TempDir(), false)
 	store := newRootfsFakeStore(layers, false)
-	mnt, _ := mountRootfs(t, store, nil)
+	var logb rootfsLogBuffer
+	mnt, _ := mountRootfs(t, store, &logb)
 	rfs := filepath.Join(mnt, "rootfs")
 	for p, want := range map[string]int{"bin/sh": 0, "etc/passwd": 2, "readd": 2, "opq/c": 1, "swapfile": 1, "merged/a/mid": 1, "": 2} {
 		id, err := getxattr(filepath.Join(rfs, p), xattrs.RootfsLayer)
@@ -261,6 +262,17 @@ func TestRootfsXattrsAndReadOnly(t *testing.T) {
 	} {
 		if !errors.Is(err, syscall.EROFS) {
 			t.Errorf("%s: %v, want EROFS", what, err)
+		}
+	}
+	// Each refusal says what and where in one log line.
+	for _, line := range []string{
+		"write /rootfs/etc/passwd", "setattr /rootfs/etc/passwd", "create /rootfs/etc/new", "mkdir /rootfs/newd",
+		"unlink /rootfs/etc/passwd", "rmdir /rootfs/opq", "rename /rootfs/etc/passwd", "symlink /rootfs/l",
+		"link /rootfs/etc/p3", "setxattr user.x /rootfs/etc/passwd", "removexattr security.capability /rootfs/bin/ping",
+		"mknod /rootfs/fifo",
+	} {
+		if !strings.Contains(logb.String(), line+": refused, rootfs is read-only (EROFS)") {
+			t.Errorf("no log line %q in:\n%s", line+": refused, rootfs is read-only (EROFS)", logb.String())
 		}
 	}
 	testenv.WaitContent(t, passwd, "root:x:0:0\nuser:x:1000:1000\n")
