@@ -5,9 +5,12 @@ import (
 	"testing"
 
 	"go.podman.io/storage/pkg/reexec"
+
+	"github.com/imagefs/imagefs/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
+	testenv.RunHelper()
 	if reexec.Init() {
 		return
 	}
