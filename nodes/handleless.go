@@ -165,6 +165,31 @@ func (h *handleless) putCursor(c *dirCursor) {
 	}
 }
 
+// Forget first closes the cursors of the node the kernel forgets: the
+// bridge drops a node with its last kernel reference, handles or not
+// (the kernel never forgets a directory it has open, but a cursor
+// outlives the listing it was made for), and the node's ReleaseDir, when
+// the cursor fell off the end later, then panicked in the bridge and
+// failed an innocent READDIR with EIO.
+func (h *handleless) Forget(nodeid, nlookup uint64) {
+	h.mu.Lock()
+	var gone []*dirCursor
+	kept := h.cursors[:0]
+	for _, c := range h.cursors {
+		if c.node == nodeid {
+			gone = append(gone, c)
+		} else {
+			kept = append(kept, c)
+		}
+	}
+	h.cursors = kept
+	h.mu.Unlock()
+	for _, c := range gone {
+		h.release(c)
+	}
+	h.RawFileSystem.Forget(nodeid, nlookup)
+}
+
 // OnUnmount lets the root close what it keeps open (layer files).
 func (h *handleless) OnUnmount() {
 	h.RawFileSystem.OnUnmount()

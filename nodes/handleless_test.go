@@ -51,3 +51,23 @@ func TestReaddirPastShrunkListing(t *testing.T) {
 		t.Errorf("READDIR at the cursor's offset %d: %v, %d bytes; want the rest of the old listing", off, st, len(out.Bytes()))
 	}
 }
+
+// A cursor left by a listing read half way whose directory the kernel
+// then forgets is closed with the FORGET: closed later, when newer
+// listings push it out, the bridge no longer knew the node, panicked,
+// and failed the READDIR that pushed it out (EIO through the kernel).
+func TestReaddirCursorOfForgottenNode(t *testing.T) {
+	w := newWorld()
+	h := newHarness(t, w.s, Options{})
+	nid, _, _ := h.mustLookup("images/" + w.app.ID)
+	if out, st := h.readdirAt(nid, 0, true); st != fuse.OK || out.Offset == 0 {
+		t.Fatalf("READDIR images/<id>: %v, offset %d", st, out.Offset)
+	}
+	h.raw.Forget(nid, 1)
+	names, _, _ := h.mustLookup("names")
+	for i := 0; i <= maxDirCursors; i++ {
+		if _, st := h.readdirAt(names, 0, true); st != fuse.OK {
+			t.Fatalf("READDIR names (listing %d): %v", i, st)
+		}
+	}
+}

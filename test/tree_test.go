@@ -17,6 +17,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/imagefs/imagefs/fs"
 	"github.com/imagefs/imagefs/internal/fixture"
@@ -530,4 +531,42 @@ func appendFile(path, data string) error {
 		err = cerr
 	}
 	return err
+}
+
+// TestListingsAbandonedThenForgotten: directories listed half way and
+// then forgotten by the kernel (dropped from its caches) leave nothing
+// behind that breaks later listings: every listing of the tree still
+// works when newer listings push the abandoned ones out.
+func TestListingsAbandonedThenForgotten(t *testing.T) {
+	s := fixture.NewStore(t, "overlay")
+	var entries []fixture.Entry
+	for d := 0; d < 70; d++ {
+		for f := 0; f < 100; f++ {
+			entries = append(entries, fixture.File(fmt.Sprintf("d%02d/file-with-a-longish-name-%03d", d, f), ""))
+		}
+	}
+	added := s.Add(t, fixture.Image{Names: []string{"localhost/wide:1"}, Layers: []fixture.Layer{{Entries: entries}}})
+	mnt, _ := mountInProcess(t, newTestStore(t, s), fs.Options{})
+	buf := make([]byte, 1024)
+	for d := 0; d < 70; d++ {
+		fd, err := unix.Open(filepath.Join(mnt, "images", added.ID, "rootfs", fmt.Sprintf("d%02d", d)), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Getdents(fd, buf); err != nil { // the first few names only
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+	// The kernel forgets the directories it no longer uses.
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 80; i++ {
+		for _, dir := range []string{"names", "images", "names/localhost"} {
+			if _, err := os.ReadDir(filepath.Join(mnt, dir)); err != nil {
+				t.Fatalf("listing %s (%d): %v", dir, i, err)
+			}
+		}
+	}
 }
