@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -135,10 +136,17 @@ func (r *Rootfs) layerChangeSet(layerID string, chain []union.Layer) (*changeSet
 			return nil, err
 		}
 	}
-	list, err := union.Changes(chain, len(chain)-1, r.cache)
+	var list []union.Change
+	var err error
+	if top := len(chain) - 1; chain[top].NativeDiff {
+		list, err = union.NativeChanges(chain, top)
+	} else {
+		list, err = union.Changes(chain, top, r.cache)
+	}
 	if err != nil {
 		return nil, err
 	}
+	list = slices.DeleteFunc(list, func(ch union.Change) bool { return podmanDiffHides[ch.Path] })
 	c = &changeSet{list: list}
 	var sb strings.Builder
 	for _, ch := range list {
@@ -151,6 +159,13 @@ func (r *Rootfs) layerChangeSet(layerID string, chain []union.Layer) (*changeSet
 	r.changes[layerID] = c
 	r.mu.Unlock()
 	return c, nil
+}
+
+// podmanDiffHides are the paths podman diff leaves out of every result:
+// those a container's runtime mounts over (libpod's initInodes).
+var podmanDiffHides = map[string]bool{
+	"/dev": true, "/etc/hostname": true, "/etc/hosts": true, "/etc/resolv.conf": true, "/etc/mtab": true,
+	"/proc": true, "/run": true, "/run/.containerenv": true, "/run/secrets": true, "/sys": true,
 }
 
 // layerChangesFile is layers/<id>/changes: "A /path", "C /path" or

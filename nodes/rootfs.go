@@ -158,7 +158,7 @@ func (r *Rootfs) imageTree(img *storageview.Image) (*rootfsTree, error) {
 func toUnionLayers(dirs []storageview.LayerDir) []union.Layer {
 	out := make([]union.Layer, len(dirs))
 	for i, d := range dirs {
-		out[i] = union.Layer{ID: d.ID, Path: d.Path, Full: d.Full, AUFS: d.AUFSWhiteouts, UserXattr: d.UserXattr}
+		out[i] = union.Layer{ID: d.ID, Path: d.Path, Full: d.Full, AUFS: d.AUFSWhiteouts, UserXattr: d.UserXattr, NativeDiff: d.NativeDiff}
 	}
 	return out
 }

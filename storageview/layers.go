@@ -189,6 +189,7 @@ func (v *View) LayerDir(layerID string) (LayerDir, error) {
 		if v.driver == "overlay" {
 			d.AUFSWhiteouts = v.usesMountProgram(filepath.Join(r, "overlay"))
 			d.UserXattr = !d.AUFSWhiteouts && kernelUserXattr()
+			d.NativeDiff = !d.AUFSWhiteouts && v.nativeDiff()
 		}
 		break
 	}
@@ -220,6 +221,31 @@ func (v *View) usesMountProgram(home string) bool {
 	v.cache.aufs[home] = is
 	v.cache.mu.Unlock()
 	return is
+}
+
+// nativeDiff tells whether the overlay driver diffs layers natively
+// (Driver.useNaiveDiff false): as it recorded under the run root
+// ("native-diff(<mount options>)-true" or "-false" in <runroot>/overlay)
+// when it checked; without a record, as its check would find: not when
+// the kernel's overlayfs makes redirects or metacopy by default.
+func (v *View) nativeDiff() bool {
+	v.nativeOnce.Do(func() {
+		home := filepath.Join(v.store.RunRoot(), "overlay")
+		if f, _ := filepath.Glob(filepath.Join(home, "native-diff(*)-false")); len(f) > 0 {
+			return
+		}
+		if f, _ := filepath.Glob(filepath.Join(home, "native-diff(*)-true")); len(f) > 0 {
+			v.native = true
+			return
+		}
+		for _, p := range []string{"redirect_dir", "metacopy"} {
+			if b, err := os.ReadFile("/sys/module/overlay/parameters/" + p); err == nil && strings.TrimSpace(string(b)) == "Y" {
+				return
+			}
+		}
+		v.native = true
+	})
+	return v.native
 }
 
 // kernelUserXattr tells whether the overlay driver, run by this process,

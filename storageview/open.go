@@ -27,6 +27,9 @@ type View struct {
 	watch *watcher   // lock files whose last-writer tokens tell us the store changed
 	probe *lockProbe // whether another process holds them for writing (lockwait.go)
 
+	nativeOnce sync.Once // nativeDiff (layers.go)
+	native     bool
+
 	// Index refresh: see refresh.go.
 	cur        atomic.Pointer[Index]
 	lastCheck  atomic.Int64 // monotonic nanoseconds of the last change check

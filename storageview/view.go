@@ -52,4 +52,9 @@ type LayerDir struct {
 	// overlayfs with the userxattr option (rootless, no mount_program):
 	// user.overlay.* are its markers rather than trusted.overlay.*.
 	UserXattr bool
+	// NativeDiff is true when podman diff of the layer is the overlay
+	// driver's native diff (the layer's directory against the lower ones)
+	// rather than a comparison of the two trees: kernel overlayfs, no
+	// mount_program, and the driver found the native diff usable.
+	NativeDiff bool
 }

@@ -415,3 +415,41 @@ func podmanShortRunrootCtx(ctx context.Context, t *testing.T, s *fixture.Store, 
 	}
 	return string(out), nil
 }
+
+// TestLayerChangesCornersMatchPodmanDiff: the corners where the overlay
+// driver's native diff (kernel-overlayfs stores) and the tree comparison
+// (vfs) differ from each other, against podman diff on each: a file
+// rewritten with the same size and mtime, an opaque directory over one a
+// lower layer has, a dangling symlink replaced by a file, a directory
+// whose mtime alone changed, and the paths podman diff always leaves out.
+func TestLayerChangesCornersMatchPodmanDiff(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequirePodman(t)
+	later := fixture.MTime(fixture.DefaultMTime.Add(time.Hour))
+	img := fixture.Image{Layers: []fixture.Layer{{Entries: []fixture.Entry{
+		fixture.File("conf", "aaaa\n"), fixture.Dir("w"), fixture.File("w/a", "a\n"), fixture.File("w/same", "s\n"),
+		fixture.Symlink("ds", "nowhere"), fixture.Dir("x"), fixture.File("x/f", "f\n"), fixture.Dir("keep"),
+		fixture.Dir("etc"), fixture.File("etc/hostname", "h\n"), fixture.Dir("run"), fixture.Dir("proc"),
+	}}, {Entries: []fixture.Entry{
+		fixture.File("conf", "bbbb\n"), fixture.Opaque("w"), fixture.File("w/b", "b\n"), fixture.File("w/same", "s\n"),
+		fixture.File("ds", "a file now\n"), fixture.Dir("x", later), fixture.File("keep/g", "g\n"),
+		fixture.File("etc/hostname", "other\n"), fixture.File("run/r", "r\n"), fixture.Dir("proc", later),
+	}}}}
+	for _, driver := range []string{"overlay", "vfs"} {
+		t.Run(driver, func(t *testing.T) {
+			s := fixture.NewStore(t, driver)
+			added := s.Add(t, img)
+			store := newTestStore(t, s)
+			mnt := rootfsMount(t, store)
+			b, err := os.ReadFile(filepath.Join(mnt, "layers", added.LayerIDs[1], "changes"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			out := podmanShortRunroot(t, s, "diff", added.ID)
+			if got, want := sortedLines(string(b)), sortedLines(out); got != want {
+				t.Errorf("changes of the top layer:\n%s\npodman diff:\n%s", got, want)
+			}
+		})
+	}
+}

@@ -26,7 +26,7 @@ func (c Change) String() string { return string(c.Kind) + " " + c.Path }
 // (podman diff IMAGE) compares the two trees: a name only in the new tree
 // is A, with everything below it; a name only in the old tree is D (its
 // contents are not listed); a name in both is C when its type, mode,
-// owner, device number, mtime, size (non-directories), symlink target,
+// owner, device number, mtime and size (non-directories), symlink target,
 // security.capability or user.* xattrs differ; a directory holding a
 // change is C too. The result is sorted by path, and says which names
 // the tree's modes hide from others (Change.Hidden).
@@ -140,8 +140,11 @@ func (d *differ) differs(n, o *Entry) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// Neither size nor mtime count for directories (podman 4.3's
+	// containers/storage, as Docker: a directory's mtime moves with every
+	// name added or removed below it, which is reported by itself).
 	if a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid || a.Rdev != b.Rdev ||
-		!sameTime(a.Mtime, b.Mtime) || (b.Mode&unix.S_IFMT != unix.S_IFDIR && a.Size != b.Size) {
+		(b.Mode&unix.S_IFMT != unix.S_IFDIR && (!sameTime(a.Mtime, b.Mtime) || a.Size != b.Size)) {
 		return true, nil
 	}
 	if a.Mode&unix.S_IFMT == unix.S_IFLNK {

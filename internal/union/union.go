@@ -46,6 +46,10 @@ type Layer struct {
 	// trusted.overlay.opaque does and trusted.overlay.* is hidden; the
 	// other overlay names are ordinary xattrs in either case.
 	UserXattr bool
+	// NativeDiff is true when the store's driver computes the layer's
+	// changes from its directory alone (NativeChanges): a kernel-overlayfs
+	// store whose driver found the native diff usable.
+	NativeDiff bool
 }
 
 // markers names the overlay markers the store's own mount honours in a
