@@ -94,11 +94,20 @@ func (v *View) meta(img *Image) (*imageMeta, error) {
 func (v *View) loadMeta(img *Image) (*imageMeta, error) {
 	blob, err := v.store.ImageBigData(img.ID, storage.ImageDigestBigDataKey)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, storage.ErrImageUnknown) {
+		if errors.Is(err, storage.ErrImageUnknown) {
+			return nil, removedMeanwhile(img)
+		}
+		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("image %s has no manifest: %w", short(img.ID), ErrNotFound)
 		}
 		return nil, fmt.Errorf("reading the manifest of image %s: %w", short(img.ID), err)
 	}
+	return v.metaOf(img, blob)
+}
+
+// metaOf reads the rest of what images/<id>/ shows of img, whose manifest
+// is blob.
+func (v *View) metaOf(img *Image, blob []byte) (*imageMeta, error) {
 	m := &imageMeta{digest: img.Digest, manifest: blob, mimeType: manifest.GuessMIMEType(blob)}
 	if img.IsList {
 		list, err := manifest.ListFromBlob(blob, m.mimeType)
@@ -130,13 +139,26 @@ func (v *View) loadMeta(img *Image) (*imageMeta, error) {
 	}
 	if m.configDigest != "" {
 		cfg, err := v.store.ImageBigData(img.ID, m.configDigest.String())
+		if errors.Is(err, storage.ErrImageUnknown) {
+			return nil, removedMeanwhile(img)
+		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("reading the config of image %s: %w", short(img.ID), err)
 		}
 		m.config = cfg
 	}
 	m.ociErr = v.loadConfig(img, m)
+	if errors.Is(m.ociErr, storage.ErrImageUnknown) {
+		return nil, removedMeanwhile(img)
+	}
 	return m, nil
+}
+
+// removedMeanwhile is the error for an image the index still had but the
+// store no longer has (removed between the two): ENOENT, as for an image
+// the index knows to be gone, never kept in the cache.
+func removedMeanwhile(img *Image) error {
+	return fmt.Errorf("image %s was removed meanwhile: %w", short(img.ID), ErrNotFound)
 }
 
 // loadConfig reads the image the way podman's libimage does (through the
