@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -73,6 +75,9 @@ func Open(o Options) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := followRecordedDriver(&so, o.Driver != "", logger); err != nil {
+		return nil, err
+	}
 	st, err := storage.GetStore(so)
 	if err != nil {
 		return nil, fmt.Errorf("opening the %s store at %s: %w", driverOrDefault(so.GraphDriverName), so.GraphRoot, err)
@@ -137,6 +142,49 @@ func storeOptions(o Options) (storage.StoreOptions, error) {
 		return so, errors.New("no storage root or run root configured (set --root and --runroot)")
 	}
 	return so, nil
+}
+
+// followRecordedDriver makes so use the driver whose records the graph
+// root holds when that is not the driver so names: podman remembers the
+// driver a store was made with and opens it with that one when none is
+// asked for, so a store made with --storage-driver vfs shows its images
+// under a configuration that says overlay. Opened with the configured
+// driver instead, the store would look empty and get that driver's
+// directories. A driver asked for explicitly that the store has no
+// records of is refused, as podman refuses it.
+func followRecordedDriver(so *storage.StoreOptions, explicit bool, logger *log.Logger) error {
+	if so.GraphDriverName == "" {
+		return nil // containers/storage picks the driver whose directory is there
+	}
+	recorded := recordedDrivers(so.GraphRoot)
+	if len(recorded) == 0 || slices.Contains(recorded, so.GraphDriverName) {
+		return nil
+	}
+	if explicit || len(recorded) > 1 {
+		return fmt.Errorf("the store at %s holds images of the %s driver, none of %s: give --storage-driver %s",
+			so.GraphRoot, strings.Join(recorded, " and "), so.GraphDriverName, recorded[0])
+	}
+	logger.Printf("storageview: the store at %s holds images of the %s driver, none of %s (configured): using %s, as podman does",
+		so.GraphRoot, recorded[0], so.GraphDriverName, recorded[0])
+	so.GraphDriverName = recorded[0]
+	return nil
+}
+
+// recordedDrivers lists, sorted, the drivers whose image or layer records
+// (<driver>-images/images.json, <driver>-layers/layers.json) are in root.
+func recordedDrivers(root string) []string {
+	var drivers []string
+	for _, kind := range []string{"images", "layers"} {
+		found, _ := filepath.Glob(filepath.Join(root, "*-"+kind, kind+".json"))
+		for _, f := range found {
+			d := strings.TrimSuffix(filepath.Base(filepath.Dir(f)), "-"+kind)
+			if !slices.Contains(drivers, d) {
+				drivers = append(drivers, d)
+			}
+		}
+	}
+	slices.Sort(drivers)
+	return drivers
 }
 
 // StoreDir is a directory of the store: what it is ("graph root") and

@@ -426,6 +426,39 @@ func TestCLIDeadForeignMount(t *testing.T) {
 	oneErrorLine(t, "mount over a dead fuse-overlayfs mount", r, "a dead FUSE mount (fuse.fuse-overlayfs) is still there (run `fusermount3 -u "+mp)
 }
 
+// TestCLIRecordedDriver: a store made with one driver opened under a
+// configuration naming another is opened with the driver it was made
+// with, as podman does; asked for the other driver explicitly, the mount
+// is refused, and the store gets none of that driver's directories.
+func TestCLIRecordedDriver(t *testing.T) {
+	e, added := newCLIEnv(t) // an overlay store
+	conf := filepath.Join(e.dir, "storage.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[storage]\ndriver = \"vfs\"\nrunroot = %q\ngraphroot = %q\n",
+		e.store.RunRoot, e.store.GraphRoot)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.env = slices.DeleteFunc(e.env, func(kv string) bool { return strings.HasPrefix(kv, "CONTAINERS_STORAGE_CONF=") })
+	e.env = append(e.env, "CONTAINERS_STORAGE_CONF="+conf)
+	mp := e.mkdir("mnt")
+	r := e.run(60*time.Second, "mount", mp) // no store flags: the configuration's store
+	if r.code != 0 {
+		t.Fatalf("imagefs mount: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { unmountRetry(t, mp) })
+	pid := serverPid(t, e.bin, mp)
+	checkTree(t, mp, added.ID)
+	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
+		t.Fatalf("umount: %d %s", r.code, r.stderr)
+	}
+	waitGone(t, pid, 5*time.Second)
+
+	r = e.run(60*time.Second, "mount", "--root", e.store.GraphRoot, "--runroot", e.store.RunRoot, "--storage-driver", "vfs", mp)
+	oneErrorLine(t, "mount with another driver", r, "holds images of the overlay driver, none of vfs: give --storage-driver overlay")
+	if _, err := os.Stat(filepath.Join(e.store.GraphRoot, "vfs-images")); !os.IsNotExist(err) {
+		t.Errorf("the refused mount made the vfs driver's directories in the store: %v", err)
+	}
+}
+
 // TestCLIVersion: `imagefs version` names itself and the pinned libraries.
 func TestCLIVersion(t *testing.T) {
 	bin := imagefsBin(t)
