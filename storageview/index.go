@@ -33,6 +33,17 @@ type Image struct {
 	recordDigest digest.Digest // the store record's Digest field, as podman reports it
 	order        int           // position in the store's own listing (podman's order)
 	metaSize     int64         // bytes of the image's big data items (manifests, config, …)
+	// copies are the image's other records, in additional stores after
+	// the one that supplies it: podman finds their names too.
+	copies []imageCopy
+}
+
+// imageCopy is another store's record of an image: its names, and where
+// containers/storage's lookup meets it.
+type imageCopy struct {
+	names    []string
+	order    int
+	readOnly bool
 }
 
 // Layer is one layer record of the store.
@@ -110,6 +121,18 @@ func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
 			}
 		}
 		ix.byTopLayer[img.TopLayer] = append(ix.byTopLayer[img.TopLayer], img)
+	}
+	// The names of an image's other copies lead to it too, unless the
+	// lookup meets another image of that name first.
+	for _, img := range images {
+		for _, c := range img.copies {
+			at := &Image{ReadOnly: c.readOnly, order: c.order}
+			for _, n := range c.names {
+				if held := ix.imageByName[n]; held == nil || foundBefore(at, held) {
+					ix.imageByName[n] = img
+				}
+			}
+		}
 	}
 	for n, img := range ix.imageByName {
 		ix.names.add(n, img.ID)

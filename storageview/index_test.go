@@ -192,6 +192,37 @@ func TestNamesTree(t *testing.T) {
 	}
 }
 
+// TestNamesOfOtherCopies: an image that an additional store holds too,
+// under other names, is found by those names as well (podman finds it by
+// them), while its own names stay those of the copy found first; a name
+// another image holds earlier in the lookup stays that image's.
+func TestNamesOfOtherCopies(t *testing.T) {
+	id, other := hexID("a", 1), hexID("b", 2)
+	images := []storage.Image{
+		{ID: id, Names: []string{"localhost/own:1"}},
+		{ID: other, Names: []string{"localhost/taken:1"}},
+		{ID: id, Names: []string{"localhost/own:1", "localhost/ro:1", "localhost/taken:1"}, ReadOnly: true},
+	}
+	ix := buildIndex(1, images, nil, nil, nil)
+	if img := ix.ImageByName("localhost/ro:1"); img == nil || img.ID != id {
+		t.Errorf("ImageByName(localhost/ro:1) = %+v, want %s", img, id)
+	}
+	if got := ix.NameDir([]string{"localhost"}).Leaves["ro:1"]; got != id {
+		t.Errorf("names/localhost/ro:1 leads to %q, want %s", got, id)
+	}
+	if img := ix.ImageByName("localhost/taken:1"); img == nil || img.ID != other {
+		t.Errorf("ImageByName(localhost/taken:1) = %+v, want the writable store's %s", img, other)
+	}
+	if img := ix.ImageByID(id); img.ReadOnly || !slices.Equal(img.Names, []string{"localhost/own:1"}) {
+		t.Errorf("the image is its first copy: %+v", img)
+	}
+	// A change of the other copy's names is a change of the records.
+	images[2].Names = []string{"localhost/ro:2"}
+	if sameRecords(ix, buildIndex(2, images, nil, nil, nil)) {
+		t.Errorf("a new name of the other copy did not count as a change")
+	}
+}
+
 func TestSameRecords(t *testing.T) {
 	images, layers, containers := records()
 	a := buildIndex(1, images, layers, containers, nil)

@@ -182,13 +182,14 @@ func buildIndex(gen uint64, simages []storage.Image, slayers []storage.Layer, co
 	}
 
 	images := make([]*Image, 0, len(simages))
-	seen := make(map[string]bool, len(simages))
+	first := make(map[string]*Image, len(simages))
 	for i := range simages {
 		si := &simages[i]
-		if seen[si.ID] {
+		if img := first[si.ID]; img != nil {
+			// Another store's copy: the first one found is the image.
+			img.copies = append(img.copies, imageCopy{names: slices.Clone(si.Names), order: i, readOnly: si.ReadOnly})
 			continue
 		}
-		seen[si.ID] = true
 		img := &Image{
 			ID:           si.ID,
 			Names:        slices.Clone(si.Names),
@@ -219,6 +220,7 @@ func buildIndex(gen uint64, simages []storage.Image, slayers []storage.Layer, co
 			sort.Strings(c)
 			img.Containers = c
 		}
+		first[si.ID] = img
 		images = append(images, img)
 	}
 	return NewIndex(gen, images, layers)
@@ -261,6 +263,10 @@ func layerChain(top string, byID map[string]*storage.Layer) []string {
 	return chain
 }
 
+func sameCopy(a, b imageCopy) bool {
+	return a.order == b.order && a.readOnly == b.readOnly && slices.Equal(a.names, b.names)
+}
+
 // sameRecords reports whether two indexes hold the same records, so that
 // the older (with its generation) can stay.
 func sameRecords(a, b *Index) bool {
@@ -274,7 +280,7 @@ func sameRecords(a, b *Index) bool {
 			x.order != y.order || x.metaSize != y.metaSize ||
 			!slices.Equal(x.Names, y.Names) || !slices.Equal(x.NamesHistory, y.NamesHistory) ||
 			!slices.Equal(x.Digests, y.Digests) || !slices.Equal(x.Layers, y.Layers) ||
-			!slices.Equal(x.Containers, y.Containers) {
+			!slices.Equal(x.Containers, y.Containers) || !slices.EqualFunc(x.copies, y.copies, sameCopy) {
 			return false
 		}
 	}
