@@ -202,6 +202,14 @@ func StoreDirs(o Options) ([]StoreDir, error) {
 	if so.ImageStore != "" {
 		dirs = append(dirs, StoreDir{"image store", so.ImageStore})
 	}
+	for _, opt := range so.GraphDriverOptions {
+		key, val, _ := strings.Cut(opt, "=")
+		if _, k, _ := strings.Cut(key, "."); (k == "imagestore" || k == "additionalimagestore") && val != "" {
+			for _, p := range strings.Split(val, ",") {
+				dirs = append(dirs, StoreDir{"additional image store", p})
+			}
+		}
+	}
 	return dirs, nil
 }
 
