@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -109,7 +108,7 @@ func (r *Rootfs) changesOf(layerID string) ([]byte, bool, error) {
 
 // changeSet is what one layer changes, as a list and as the file.
 type changeSet struct {
-	list   []union.Change // sorted by path
+	list   []union.Change // sorted by path; what the file leaves out too
 	text   []byte
 	hidden bool // a name in it is hidden from others by the image's modes
 }
@@ -146,10 +145,12 @@ func (r *Rootfs) layerChangeSet(layerID string, chain []union.Layer) (*changeSet
 	if err != nil {
 		return nil, err
 	}
-	list = slices.DeleteFunc(list, func(ch union.Change) bool { return podmanDiffHides[ch.Path] })
 	c = &changeSet{list: list}
 	var sb strings.Builder
 	for _, ch := range list {
+		if podmanDiffHides[ch.Path] {
+			continue // from the file only: has still knows the layer holds it
+		}
 		sb.WriteString(ch.String())
 		sb.WriteByte('\n')
 		c.hidden = c.hidden || ch.Hidden
