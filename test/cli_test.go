@@ -238,6 +238,8 @@ func TestCLIMountErrors(t *testing.T) {
 		{"unknown flag", []string{"--no-such-flag", mp}, "unknown flag"},
 		{"mountpoint is the graph root", append(e.storeFlags(), e.store.GraphRoot), "would cover the store's graph root " + e.store.GraphRoot},
 		{"mountpoint above the run root", append(e.storeFlags(), filepath.Dir(e.store.RunRoot)), "would cover the store's"},
+		{"mountpoint inside the graph root", append(e.storeFlags(), filepath.Join(e.store.GraphRoot, "overlay-images")),
+			"is inside the store's graph root " + e.store.GraphRoot},
 		{"mountpoint is an additional image store", append(e.storeFlags(), "--storage-opt", "overlay.imagestore="+mp, mp),
 			"would cover the store's additional image store " + mp},
 	}

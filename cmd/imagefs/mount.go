@@ -236,9 +236,10 @@ func (mf *mountFlags) checkStorePaths() error {
 	return nil
 }
 
-// checkNotOverStore refuses a mount point at or above a directory of the
-// store: the mount would hide the store from imagefs itself (and from
-// podman), whose reads and writes there would then fail.
+// checkNotOverStore refuses a mount point at, above or inside a directory
+// of the store: the mount would hide the store, or a part of it, from
+// imagefs itself and from podman, whose reads and writes there would then
+// fail (containers/storage panics when it cannot open a lock file).
 func (mf *mountFlags) checkNotOverStore(mountpoint string) error {
 	dirs, err := storageview.StoreDirs(mf.storeOptions())
 	if err != nil {
@@ -252,11 +253,20 @@ func (mf *mountFlags) checkNotOverStore(mountpoint string) error {
 		if r, err := filepath.EvalSymlinks(p); err == nil {
 			p = r
 		}
-		if rel, err := filepath.Rel(mountpoint, p); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+		if within(p, mountpoint) {
 			return fmt.Errorf("mountpoint %s would cover the store's %s %s: mount it somewhere else", mountpoint, d.What, p)
+		}
+		if within(mountpoint, p) {
+			return fmt.Errorf("mountpoint %s is inside the store's %s %s: mount it somewhere else", mountpoint, d.What, p)
 		}
 	}
 	return nil
+}
+
+// within reports whether path p is dir or below it (both absolute).
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // noteNewStoreDirs notes which of the --root/--runroot directories do not
