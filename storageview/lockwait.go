@@ -3,6 +3,8 @@ package storageview
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -54,12 +56,36 @@ func (p *lockProbe) close() {
 	p.fds = nil
 }
 
+// locksUsable checks that containers/storage can open the writable
+// store's record lock files (it opens them read-write, reads included):
+// when it cannot, it panics holding the lock's mutex, and every later
+// use of the store then hangs. A file system mounted read-only over a
+// part of the store does that (EROFS). A lock file not there yet is
+// created in its directory, which must then be writable.
+func (v *View) locksUsable() error {
+	for _, f := range []string{v.recordLock(v.graphRoot, "images"), v.recordLock(v.graphRoot, "layers"), v.containersLock()} {
+		p := f
+		err := unix.Access(p, unix.W_OK)
+		for errors.Is(err, unix.ENOENT) && p != filepath.Dir(p) {
+			p = filepath.Dir(p)
+			err = unix.Access(p, unix.W_OK)
+		}
+		if err != nil {
+			return fmt.Errorf("the store's lock file %s cannot be written (%s: %v), so the store is not read", f, p, err)
+		}
+	}
+	return nil
+}
+
 // WaitUnlocked returns once no other process holds the store's records
 // locked for writing, or ErrInterrupted when ctx ends first (the kernel's
 // INTERRUPT: the caller got a signal). A write calls it first, so that one
 // waiting for podman can be interrupted; containers/storage's own wait for
 // the lock cannot, and the write that follows still takes the locks.
 func (v *View) WaitUnlocked(ctx context.Context) error {
+	if err := v.locksUsable(); err != nil {
+		return fmt.Errorf("%w: %v", ErrReadOnly, err)
+	}
 	for v.probe.busy() {
 		select {
 		case <-ctx.Done():

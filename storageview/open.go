@@ -32,6 +32,8 @@ type View struct {
 	nativeOnce sync.Once // nativeDiff (layers.go)
 	native     bool
 
+	lastBuildErr string // the rebuild error last logged (under refreshMu)
+
 	// Index refresh: see refresh.go.
 	cur        atomic.Pointer[Index]
 	lastCheck  atomic.Int64 // monotonic nanoseconds of the last change check
@@ -153,10 +155,14 @@ func storeOptions(o Options) (storage.StoreOptions, error) {
 // directories. A driver asked for explicitly that the store has no
 // records of is refused, as podman refuses it.
 func followRecordedDriver(so *storage.StoreOptions, explicit bool, logger *log.Logger) error {
-	if so.GraphDriverName == "" {
-		return nil // containers/storage picks the driver whose directory is there
-	}
 	recorded := recordedDrivers(so.GraphRoot)
+	if so.GraphDriverName == "" {
+		// containers/storage would pick by priority and never vfs.
+		if len(recorded) == 1 {
+			so.GraphDriverName = recorded[0]
+		}
+		return nil
+	}
 	if len(recorded) == 0 || slices.Contains(recorded, so.GraphDriverName) {
 		return nil
 	}

@@ -99,10 +99,15 @@ func (v *View) rebuild() {
 	v.rebuilds++
 	ix, err := v.build(v.gen + 1)
 	if err != nil {
-		v.log.Printf("storageview: re-reading the store at %s: %v (keeping the previous index)", v.graphRoot, err)
+		// Once per error: the next checks try again, and may fail alike.
+		if msg := err.Error(); msg != v.lastBuildErr {
+			v.lastBuildErr = msg
+			v.log.Printf("storageview: re-reading the store at %s: %v (keeping the previous index)", v.graphRoot, err)
+		}
 		v.watch.forget()
 		return
 	}
+	v.lastBuildErr = ""
 	if sameRecords(v.cur.Load(), ix) {
 		return
 	}
@@ -117,6 +122,9 @@ func (v *View) rebuild() {
 func (v *View) build(gen uint64) (*Index, error) {
 	if v.recordsGone() {
 		return buildIndex(gen, nil, nil, nil, v.isList), nil
+	}
+	if err := v.locksUsable(); err != nil {
+		return nil, err
 	}
 	res, err := v.store.MultiList(storage.MultiListOptions{Images: true, Layers: true, Containers: true})
 	if err != nil {
