@@ -97,6 +97,10 @@ func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.E
 	} else if stored, errno = t.canonicalName(op, p, joinName(d.path, name)); errno != 0 {
 		return nil, errno
 	}
+	// Resolving reads the store: wait for podman (interruptibly) first.
+	if err := w.WaitUnlocked(ctx); err != nil {
+		return nil, t.writeErrno(ctx, op, p, err)
+	}
 	img, err := resolveTarget(w, d.path, target)
 	if err != nil {
 		return nil, t.writeErrno(ctx, op, p+" -> "+target, err)

@@ -171,8 +171,9 @@ func (t *tree) refuseMoveOut(ctx context.Context, op, p string) syscall.Errno {
 	if err != nil || strings.TrimSpace(string(comm)) != "mv" {
 		return 0
 	}
-	return t.refuseWrite(op, p, syscall.EXDEV, "mv out of the mount copies the link and then removes it here, "+
-		"which would untag or remove the image: copy it with cp -P, remove it with rm")
+	return t.refuseWrite(op, p, syscall.EXDEV, "mv between file systems copies and then removes names here "+
+		"(the source, moving out of the mount; the destination, moving onto an existing name), which would untag "+
+		"or remove an image: use cp -P, ln -sfn and rm")
 }
 
 // refuseWrite logs a refused change — operation, path, errno, reason — in

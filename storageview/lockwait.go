@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,28 +22,43 @@ var ErrInterrupted = errors.New("interrupted while another process held the stor
 // closing any descriptor of a file drops the POSIX locks this process
 // holds on it, containers/storage's own included.
 type lockProbe struct {
-	fds []int
+	mu    sync.Mutex
+	paths []string
+	fds   []int // -1 while the file cannot be opened
 }
 
 func newLockProbe(paths []string) *lockProbe {
-	p := &lockProbe{}
-	for _, path := range paths {
-		if fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err == nil {
-			p.fds = append(p.fds, fd)
-		}
+	p := &lockProbe{paths: paths, fds: make([]int, len(paths))}
+	for i := range p.fds {
+		p.fds[i] = -1
 	}
 	return p
 }
 
 // busy reports whether another process holds one of the files locked for
-// writing (F_GETLK never reports this process's own locks).
+// writing (F_GETLK never reports this process's own locks). A file
+// deleted or replaced (podman system reset) is opened again at its path.
 func (p *lockProbe) busy() bool {
 	if p == nil {
 		return false
 	}
-	for _, fd := range p.fds {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, fd := range p.fds {
+		var st unix.Stat_t
+		if fd >= 0 && (unix.Fstat(fd, &st) != nil || st.Nlink == 0) {
+			syscall.Close(fd) // of the deleted file: no lock of ours is on it
+			fd = -1
+		}
+		if fd < 0 {
+			var err error
+			if fd, err = syscall.Open(p.paths[i], syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err != nil {
+				fd = -1
+			}
+			p.fds[i] = fd
+		}
 		lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: 0, Len: 0}
-		if unix.FcntlFlock(uintptr(fd), unix.F_GETLK, &lk) == nil && lk.Type != unix.F_UNLCK {
+		if fd >= 0 && unix.FcntlFlock(uintptr(fd), unix.F_GETLK, &lk) == nil && lk.Type != unix.F_UNLCK {
 			return true
 		}
 	}
@@ -50,10 +66,14 @@ func (p *lockProbe) busy() bool {
 }
 
 func (p *lockProbe) close() {
-	for _, fd := range p.fds {
-		syscall.Close(fd)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, fd := range p.fds {
+		if fd >= 0 {
+			syscall.Close(fd)
+			p.fds[i] = -1
+		}
 	}
-	p.fds = nil
 }
 
 // locksUsable checks that containers/storage can open the writable
@@ -83,15 +103,23 @@ func (v *View) locksUsable() error {
 // waiting for podman can be interrupted; containers/storage's own wait for
 // the lock cannot, and the write that follows still takes the locks.
 func (v *View) WaitUnlocked(ctx context.Context) error {
+	if v.Index(); v.storeGone.Load() {
+		// Reading it would make containers/storage create it again.
+		return fmt.Errorf("%w: the store's records were removed", ErrNotFound)
+	}
 	if err := v.locksUsable(); err != nil {
 		return fmt.Errorf("%w: %v", ErrReadOnly, err)
 	}
-	for v.probe.busy() {
+	for {
+		if ctx.Err() != nil {
+			return ErrInterrupted
+		}
+		if !v.probe.busy() {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
-			return ErrInterrupted
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return nil
 }

@@ -32,7 +32,8 @@ type View struct {
 	nativeOnce sync.Once // nativeDiff (layers.go)
 	native     bool
 
-	lastBuildErr string // the rebuild error last logged (under refreshMu)
+	lastBuildErr string      // the rebuild error last logged (under refreshMu)
+	storeGone    atomic.Bool // the last check found the store's records removed (build)
 
 	// Index refresh: see refresh.go.
 	cur        atomic.Pointer[Index]
@@ -209,8 +210,13 @@ func StoreDirs(o Options) ([]StoreDir, error) {
 		dirs = append(dirs, StoreDir{"image store", so.ImageStore})
 	}
 	for _, opt := range so.GraphDriverOptions {
+		// "overlay.imagestore=…" from --storage-opt, "imagestore=…" from
+		// storage.conf's additionalimagestores.
 		key, val, _ := strings.Cut(opt, "=")
-		if _, k, _ := strings.Cut(key, "."); (k == "imagestore" || k == "additionalimagestore") && val != "" {
+		if i := strings.LastIndexByte(key, '.'); i >= 0 {
+			key = key[i+1:]
+		}
+		if (key == "imagestore" || key == "additionalimagestore") && val != "" {
 			for _, p := range strings.Split(val, ",") {
 				dirs = append(dirs, StoreDir{"additional image store", p})
 			}

@@ -100,3 +100,22 @@ func TestLockFilesNotWritable(t *testing.T) {
 		t.Errorf("the tag does not show: %+v", img)
 	}
 }
+
+// TestStoreDirs: the directories a mount point must keep clear of, the
+// additional image stores included, however the options name them.
+func TestStoreDirs(t *testing.T) {
+	dirs, err := StoreDirs(Options{GraphRoot: "/g", RunRoot: "/r", Driver: "overlay",
+		DriverOptions: []string{"overlay.mountopt=nodev", "overlay.imagestore=/a,/b", "imagestore=/c", "additionalimagestore=/d"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range dirs {
+		got = append(got, d.What+" "+d.Path)
+	}
+	want := []string{"graph root /g", "run root /r", "additional image store /a", "additional image store /b",
+		"additional image store /c", "additional image store /d"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("StoreDirs: %q, want %q", got, want)
+	}
+}

@@ -120,7 +120,9 @@ func (v *View) rebuild() {
 // containers of the primary and additional stores, under their locks) and
 // makes an Index of generation gen.
 func (v *View) build(gen uint64) (*Index, error) {
-	if v.recordsGone() {
+	gone := v.recordsGone()
+	v.storeGone.Store(gone)
+	if gone {
 		return buildIndex(gen, nil, nil, nil, v.isList), nil
 	}
 	if err := v.locksUsable(); err != nil {

@@ -1,8 +1,12 @@
 package storageview
 
 import (
+	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -193,6 +197,9 @@ func TestSubscribeAfterStoreReset(t *testing.T) {
 	release := sync.OnceFunc(func() { close(hold) })
 	defer release() // before cancel, which waits for the follower
 	watches := inotifyWatches(t, v)
+	if err := v.WaitUnlocked(context.Background()); err != nil { // a write's check, on the old lock files
+		t.Fatal(err)
+	}
 
 	s.PodmanOutput(t, "rmi", a.ID)
 	log.waitFor(t, "podman rmi", time.Now(), func(c *Changes) bool {
@@ -207,6 +214,14 @@ func TestSubscribeAfterStoreReset(t *testing.T) {
 	if _, err := os.Stat(v.graphRoot); !os.IsNotExist(err) {
 		t.Fatalf("the graph root after podman system reset and a refresh: %v; want it left removed", err)
 	}
+	// A write is refused before it reads the store (which would make it
+	// again): ENOENT, there is nothing to change.
+	if err := v.WaitUnlocked(context.Background()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("WaitUnlocked on the removed store: %v, want ErrNotFound", err)
+	}
+	if _, err := os.Stat(v.graphRoot); !os.IsNotExist(err) {
+		t.Fatalf("the graph root after a write on the removed store: %v; want it left removed", err)
+	}
 
 	log.reset()
 	tarball := filepath.Join(t.TempDir(), "x.tar")
@@ -218,6 +233,32 @@ func TestSubscribeAfterStoreReset(t *testing.T) {
 	})
 	if n := inotifyWatches(t, v); n < watches {
 		t.Errorf("%d inotify watches after the reset, %d before", n, watches)
+	}
+
+	// Writes still see podman hold the new store's lock (so a signal can
+	// end their wait), not the deleted lock file of the old one.
+	holder := exec.Command("python3", "-c", `
+import fcntl, sys, time
+f = open(sys.argv[1], "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(120)
+`, v.recordLock(v.graphRoot, "layers"))
+	out2, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	if line, _ := bufio.NewReader(out2).ReadString('\n'); line != "locked\n" {
+		t.Fatalf("lock holder said %q", line)
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer stop()
+	if err := v.WaitUnlocked(ctx); !errors.Is(err, ErrInterrupted) {
+		t.Errorf("WaitUnlocked while another process holds the new store's lock: %v, want ErrInterrupted", err)
 	}
 }
 

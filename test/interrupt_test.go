@@ -19,12 +19,19 @@ import (
 // INTERRUPT, EINTR) and the store is left as it was; once the lock is
 // free the same write goes through.
 func TestWriteInterruptedWhilePodmanWrites(t *testing.T) {
+	// podman holds layers.lock while it imports a layer, images.lock
+	// while it writes image records (ln -s reads those to find its target).
+	for _, lock := range []string{"overlay-layers/layers.lock", "overlay-images/images.lock"} {
+		t.Run(filepath.Dir(lock), func(t *testing.T) { interruptedWhileLocked(t, lock) })
+	}
+}
+
+func interruptedWhileLocked(t *testing.T, lock string) {
 	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
 	before := e.podmanImages()
 
-	// Hold layers.lock for writing from another process, as podman does
-	// while it imports a layer.
-	lockFile := filepath.Join(e.s.GraphRoot, "overlay-layers", "layers.lock")
+	// Hold the lock for writing from another process, as podman does.
+	lockFile := filepath.Join(e.s.GraphRoot, lock)
 	holder := exec.Command("python3", "-c", `
 import fcntl, sys, time
 f = open(sys.argv[1], "r+")
