@@ -13,7 +13,8 @@ package nodes
 //   - NotifyEntry for the files whose content follows the records (an
 //     image's names, inspect.json and history, a layer's info.json, df):
 //     each content is a node of its own (blobfile.go), and the next
-//     lookup finds the new one; NotifyContent for an image's digest;
+//     lookup finds the new one; NotifyContent for an image's digest and
+//     for the instance links of lists whose instance came or went;
 //   - NotifyContent for the directories whose listing changed (images/,
 //     digests/, layers/, the names/ directories on a changed name's path):
 //     the kernel caches every listing (handleless.go), and an entry
@@ -159,6 +160,26 @@ func (t *tree) notifyOutsideNames(n *notifier, c *storageview.Changes, held stri
 					n.entry(ch, f)
 				}
 				content(ch.GetChild("digest"))
+			}
+		}
+	}
+	if images != nil && len(c.DigestsAdded)+len(c.DigestsRemoved)+len(c.DigestsMoved) > 0 {
+		// A list's instance link leads to the image holding the digest,
+		// or dangles: the kernel caches its target.
+		changed := map[string]bool{}
+		for _, list := range [][]string{digestStrings(c.DigestsAdded), digestStrings(c.DigestsRemoved), digestStrings(c.DigestsMoved)} {
+			for _, d := range list {
+				changed[d] = true
+			}
+		}
+		for _, ch := range images.Children() {
+			if inst := ch.GetChild("instances"); inst != nil {
+				for name, link := range inst.Children() {
+					if changed[name] {
+						content(link)
+						n.entry(inst, name) // and its size
+					}
+				}
 			}
 		}
 	}

@@ -22,6 +22,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/internal/fixture"
+	"github.com/imagefs/imagefs/internal/testenv"
 	"github.com/imagefs/imagefs/storageview"
 )
 
@@ -308,4 +310,31 @@ func tarOfFiles(t *testing.T, files map[string]string) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// TestRefreshInstanceLink: a manifest list's instance link follows its
+// instance: it leads to the image holding the digest, and dangles once
+// podman removed that image (the kernel had cached the old target).
+func TestRefreshInstanceLink(t *testing.T) {
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, "overlay")
+	inst := s.Add(t, fixture.Image{Names: []string{"localhost/inst:1"},
+		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("i", "i\n")}}}})
+	list := s.AddList(t, []string{"localhost/list:1"}, []fixture.ListInstance{inst.Instance()})
+	mnt, _ := mountInProcess(t, newTestStore(t, s), fs.Options{})
+	link := filepath.Join(mnt, "images", list.ID, "instances", inst.ManifestDigest.String())
+	if target, err := os.Readlink(link); err != nil || target != "../../"+inst.ID {
+		t.Fatalf("instance link -> %q, %v; want ../../%s", target, err, inst.ID)
+	}
+	s.PodmanOutput(t, "rmi", inst.ID)
+	eventually(t, "podman rmi of the instance", func() error {
+		target, err := os.Readlink(link)
+		if want := "../../../digests/" + inst.ManifestDigest.String(); err != nil || target != want {
+			return fmt.Errorf("instance link -> %q, %v; want %q", target, err, want)
+		}
+		if fi, err := os.Lstat(link); err != nil || fi.Size() != int64(len(target)) {
+			return fmt.Errorf("instance link size %v, %v; want %d", fi.Size(), err, len(target))
+		}
+		return nil
+	})
 }
