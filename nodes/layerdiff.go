@@ -166,7 +166,8 @@ func (r *Rootfs) layerChangeSet(layerID string, chain []union.Layer) (*changeSet
 // those a container's runtime mounts over (libpod's initInodes).
 var podmanDiffHides = map[string]bool{
 	"/dev": true, "/etc/hostname": true, "/etc/hosts": true, "/etc/resolv.conf": true, "/etc/mtab": true,
-	"/proc": true, "/run": true, "/run/.containerenv": true, "/run/secrets": true, "/sys": true,
+	"/proc": true, "/run": true, "/run/.containerenv": true, "/run/secrets": true, "/run/notify": true,
+	"/run/podman-init": true, "/sys": true,
 }
 
 // layerChangesFile is layers/<id>/changes: "A /path", "C /path" or

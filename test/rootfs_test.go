@@ -423,7 +423,9 @@ func podmanShortRunrootCtx(ctx context.Context, t *testing.T, s *fixture.Store, 
 // (vfs) differ from each other, against podman diff on each: a file
 // rewritten with the same size and mtime, an opaque directory over one a
 // lower layer has, a dangling symlink replaced by a file, a directory
-// whose mtime alone changed, and the paths podman diff always leaves out.
+// whose mtime alone changed, a symlink's new target of the same length,
+// devices whose mtime alone changed, and the paths podman diff always
+// leaves out.
 func TestLayerChangesCornersMatchPodmanDiff(t *testing.T) {
 	testenv.RequireFUSE(t)
 	testenv.RequirePodman(t)
@@ -432,10 +434,13 @@ func TestLayerChangesCornersMatchPodmanDiff(t *testing.T) {
 		fixture.File("conf", "aaaa\n"), fixture.Dir("w"), fixture.File("w/a", "a\n"), fixture.File("w/same", "s\n"),
 		fixture.Symlink("ds", "nowhere"), fixture.Dir("x"), fixture.File("x/f", "f\n"), fixture.Dir("keep"),
 		fixture.Dir("etc"), fixture.File("etc/hostname", "h\n"), fixture.Dir("run"), fixture.Dir("proc"),
+		fixture.Symlink("sl", "aa"), fixture.Dir("bdev"), fixture.BlockDev("bdev/loop0", 7, 0), fixture.CharDev("bdev/null", 1, 3),
 	}}, {Entries: []fixture.Entry{
 		fixture.File("conf", "bbbb\n"), fixture.Opaque("w"), fixture.File("w/b", "b\n"), fixture.File("w/same", "s\n"),
 		fixture.File("ds", "a file now\n"), fixture.Dir("x", later), fixture.File("keep/g", "g\n"),
 		fixture.File("etc/hostname", "other\n"), fixture.File("run/r", "r\n"), fixture.Dir("proc", later),
+		fixture.Dir("run/podman-init"), fixture.Dir("run/notify"),
+		fixture.Symlink("sl", "bb"), fixture.BlockDev("bdev/loop0", 7, 0, later), fixture.CharDev("bdev/null", 1, 3, later),
 	}}}}
 	for _, driver := range []string{"overlay", "vfs"} {
 		t.Run(driver, func(t *testing.T) {

@@ -26,9 +26,9 @@ func (c Change) String() string { return string(c.Kind) + " " + c.Path }
 // (podman diff IMAGE) compares the two trees: a name only in the new tree
 // is A, with everything below it; a name only in the old tree is D (its
 // contents are not listed); a name in both is C when its type, mode,
-// owner, device number, mtime and size (non-directories), symlink target,
-// security.capability or user.* xattrs differ; a directory holding a
-// change is C too. The result is sorted by path, and says which names
+// owner, device number, mtime and size (not for directories, block
+// devices and sockets), security.capability or user.* xattrs differ; a
+// directory holding a change is C too. The result is sorted by path, and says which names
 // the tree's modes hide from others (Change.Hidden).
 //
 // For diff layers only the directories the layer itself holds are
@@ -140,25 +140,14 @@ func (d *differ) differs(n, o *Entry) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	// Neither size nor mtime count for directories (podman 4.3's
-	// containers/storage, as Docker: a directory's mtime moves with every
-	// name added or removed below it, which is reported by itself).
+	// As podman 4.3's containers/storage (and Docker): neither size nor
+	// mtime count for directories — a directory's mtime moves with every
+	// name added or removed below it, which is reported by itself — and
+	// by its test of the mode's S_IFDIR bit, for block devices and
+	// sockets neither. A symlink's target is not compared.
 	if a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid || a.Rdev != b.Rdev ||
-		(b.Mode&unix.S_IFMT != unix.S_IFDIR && (!sameTime(a.Mtime, b.Mtime) || a.Size != b.Size)) {
+		(b.Mode&unix.S_IFDIR != unix.S_IFDIR && (!sameTime(a.Mtime, b.Mtime) || a.Size != b.Size)) {
 		return true, nil
-	}
-	if a.Mode&unix.S_IFMT == unix.S_IFLNK {
-		t1, err := d.cur.Readlink(n)
-		if err != nil {
-			return false, err
-		}
-		t2, err := d.old.Readlink(o)
-		if err != nil {
-			return false, err
-		}
-		if t1 != t2 {
-			return true, nil
-		}
 	}
 	x1, err := d.cur.xattrs(n)
 	if err != nil {

@@ -80,7 +80,9 @@ func NativeChanges(layers []Layer, k int) ([]Change, error) {
 					break
 				}
 				var lst unix.Stat_t
-				if err := l.lstat(rel, &lst); err != nil {
+				if err := l.lstat(rel, &lst); errors.Is(err, unix.ENOTDIR) {
+					break // a file above it in this layer hides the layers below
+				} else if err != nil {
 					continue
 				}
 				if isDir && lst.Mode&unix.S_IFMT == unix.S_IFDIR &&
@@ -147,10 +149,11 @@ type lowerDir struct {
 func deletedBelow(lowers []*lowerDir, rel string) bool {
 	for _, l := range lowers {
 		var st unix.Stat_t
-		if err := l.lstat(rel, &st); err == nil {
+		err := l.lstat(rel, &st)
+		if err == nil {
 			return !isWhiteout(&st)
 		}
-		if l.whitedOut(parentOf(rel)) {
+		if errors.Is(err, unix.ENOTDIR) || l.whitedOut(parentOf(rel)) {
 			return false
 		}
 	}
@@ -177,18 +180,17 @@ func (l *lowerDir) whitedOut(rel string) bool {
 }
 
 // lstat is stat of rel inside the layer with every symlink on the way,
-// the last one too, resolved inside it, never outside: what the driver
-// stats (securejoin.SecureJoin, then lstat of the result). So a lower
-// symlink counts as what it points to, and a dangling one as nothing.
+// the last one too, resolved inside it, never outside, as the driver of
+// today stats it (securejoin.SecureJoin, then lstat of the result): a
+// lower symlink counts as what it points to in the layer, a dangling one
+// as nothing. (podman 4.3's driver followed such a symlink on the host.)
+// ENOTDIR: something above rel is not a directory in the layer.
 func (l *lowerDir) lstat(rel string, st *unix.Stat_t) error {
 	fd, err := unix.Openat2(l.fd, rel, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
 	if err != nil {
-		if errors.Is(err, unix.ENOTDIR) {
-			return unix.ENOENT
-		}
 		return err
 	}
 	defer unix.Close(fd)

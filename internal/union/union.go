@@ -180,6 +180,11 @@ func (s *Stack) init() error {
 	}
 	for i := len(s.layers) - 1; i >= 0; i-- {
 		root.chain = append(root.chain, int32(i))
+		// fuse-overlayfs honours an opaque marker on a layer's root; the
+		// kernel's overlayfs does not.
+		if i > 0 && !s.raw && s.layers[i].markers() == markFuse && s.opaque(i, "") {
+			break
+		}
 	}
 	s.finish(root, &rootStat)
 	return nil

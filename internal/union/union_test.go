@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -404,6 +405,55 @@ func TestChangesHidden(t *testing.T) {
 		}
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("%s:\n%s\nwant:\n%s", what, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}
+
+// TestNativeChangesUnderReplacedFile: a name below a directory that
+// replaced a lower layer's file is new (A): the file hides what the layers
+// under it had at that path.
+func TestNativeChangesUnderReplacedFile(t *testing.T) {
+	l0, l1, l2 := t.TempDir(), t.TempDir(), t.TempDir()
+	for _, f := range []struct{ path, content string }{
+		{l0 + "/opt/d/f", "1"}, {l1 + "/opt/d", "2"}, {l2 + "/opt/d/f", "3"},
+	} {
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.path, []byte(f.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, err := union.NativeChanges([]union.Layer{{ID: "0", Path: l0}, {ID: "1", Path: l1}, {ID: "2", Path: l2}}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range cs {
+		got = append(got, c.String())
+	}
+	if want := []string{"C /opt", "C /opt/d", "A /opt/d/f"}; !slices.Equal(got, want) {
+		t.Errorf("changes %q, want %q", got, want)
+	}
+}
+
+// TestOpaqueRootFuseOverlayfs: an opaque marker on a layer's root hides
+// the layers below it in a fuse-overlayfs store, as fuse-overlayfs does,
+// and not in a kernel-overlayfs one, as the kernel does.
+func TestOpaqueRootFuseOverlayfs(t *testing.T) {
+	base, top := t.TempDir(), t.TempDir()
+	for _, f := range []string{base + "/a", base + "/b", top + "/" + union.OpaqueMarker, top + "/only"} {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for aufs, want := range map[bool]string{true: "only", false: union.OpaqueMarker + " a b only"} { // the kernel: an ordinary file
+		s, err := union.NewStack([]union.Layer{{ID: "b", Path: base, AUFS: aufs}, {ID: "t", Path: top, AUFS: aufs}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(t, s, ""); got != want {
+			t.Errorf("fuse-overlayfs store %v: the root lists %q, want %q", aufs, got, want)
 		}
 	}
 }
