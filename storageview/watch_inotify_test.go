@@ -1,12 +1,10 @@
 package storageview
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -237,24 +235,7 @@ func TestSubscribeAfterStoreReset(t *testing.T) {
 
 	// Writes still see podman hold the new store's lock (so a signal can
 	// end their wait), not the deleted lock file of the old one.
-	holder := exec.Command("python3", "-c", `
-import fcntl, sys, time
-f = open(sys.argv[1], "r+")
-fcntl.lockf(f, fcntl.LOCK_EX)
-print("locked", flush=True)
-time.sleep(120)
-`, v.recordLock(v.graphRoot, "layers"))
-	out2, err := holder.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { holder.Process.Kill(); holder.Wait() }()
-	if line, _ := bufio.NewReader(out2).ReadString('\n'); line != "locked\n" {
-		t.Fatalf("lock holder said %q", line)
-	}
+	testenv.HoldWriteLock(t, v.recordLock(v.graphRoot, "layers"))
 	ctx, stop := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer stop()
 	if err := v.WaitUnlocked(ctx); !errors.Is(err, ErrInterrupted) {

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/internal/testenv"
 	"github.com/imagefs/imagefs/storageview"
 )
 
@@ -31,26 +31,7 @@ func interruptedWhileLocked(t *testing.T, lock string) {
 	before := e.podmanImages()
 
 	// Hold the lock for writing from another process, as podman does.
-	lockFile := filepath.Join(e.s.GraphRoot, lock)
-	holder := exec.Command("python3", "-c", `
-import fcntl, sys, time
-f = open(sys.argv[1], "r+")
-fcntl.lockf(f, fcntl.LOCK_EX)
-print("locked", flush=True)
-time.sleep(120)
-`, lockFile)
-	out, err := holder.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	release := func() { holder.Process.Kill(); holder.Wait() }
-	defer release()
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "locked\n" {
-		t.Fatalf("lock holder said %q", line)
-	}
+	release := testenv.HoldWriteLock(t, filepath.Join(e.s.GraphRoot, lock))
 
 	link := e.p("names/localhost/interrupted:1")
 	ln := exec.Command("ln", "-s", "../../images/"+e.base.ID, link)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -110,4 +111,33 @@ func NoMountsLeft(t testing.TB, dir string) {
 			t.Errorf("mounts left behind under %s: %v", dir, left)
 		}
 	})
+}
+
+// HoldWriteLock makes another process hold the lock file at path locked
+// for writing, as podman holds a store's lock while it writes (an fcntl
+// lock, as containers/storage takes), until the returned release or the
+// end of the test.
+func HoldWriteLock(t testing.TB, path string) (release func()) {
+	t.Helper()
+	holder := exec.Command("python3", "-c", `
+import fcntl, sys, time
+f = open(sys.argv[1], "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(600)
+`, path)
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { holder.Process.Kill(); holder.Wait() }) }
+	t.Cleanup(release)
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "locked\n" {
+		t.Fatalf("lock holder said %q", line)
+	}
+	return release
 }
