@@ -34,8 +34,8 @@ TEST_FLAGS ?=
 
 # Packages the tests and the demo need; apt names, and a command that
 # tells whether each is there.
-APT_PACKAGES := podman buildah skopeo fuse3 fuse-overlayfs jq attr
-NEEDED_COMMANDS := podman buildah skopeo fusermount3 fuse-overlayfs jq getfattr
+APT_PACKAGES := podman buildah skopeo fuse3 fuse-overlayfs jq attr python3
+NEEDED_COMMANDS := podman buildah skopeo fusermount3 fuse-overlayfs jq getfattr python3
 
 .PHONY: all build test deps lint bench demo demo-stop demo-clean install clean
 
