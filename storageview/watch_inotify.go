@@ -45,7 +45,8 @@ type follower struct {
 	subs   map[int]func(old, new *Index)
 	nextID int
 
-	ino *os.File // inotify instance, nil when unavailable
+	ino   *os.File // inotify instance, nil when unavailable
+	inoFd int      // its descriptor (Fd() would make reads blocking, and Close could not end one)
 }
 
 // Subscribe registers fn to be called, from one goroutine and in order,
@@ -104,10 +105,10 @@ func (v *View) stopFollowing() {
 	}
 	f := fv.(*follower)
 	close(f.stop)
+	<-f.done // the loop, which adds watches, has ended
 	if f.ino != nil {
 		f.ino.Close() // ends the reader goroutine
 	}
-	<-f.done
 }
 
 // refreshNow rebuilds the index from the store at once and returns it.
@@ -158,7 +159,7 @@ func (f *follower) startInotify() {
 		f.v.log.Printf("storageview: inotify unavailable (%v): changes by other processes show within %s", err, followTick)
 		return
 	}
-	f.ino = os.NewFile(uintptr(fd), "inotify")
+	f.ino, f.inoFd = os.NewFile(uintptr(fd), "inotify"), fd
 	f.addWatches()
 	go func() {
 		buf := make([]byte, 64*1024)
@@ -190,7 +191,7 @@ func (f *follower) addWatches() {
 	// would wake us endlessly. A writer's token update is an IN_MODIFY.
 	const mask = unix.IN_MODIFY | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE
 	for _, d := range f.watchDirs() {
-		unix.InotifyAddWatch(int(f.ino.Fd()), d, mask) // absent yet: next tick
+		unix.InotifyAddWatch(f.inoFd, d, mask) // absent yet: next tick
 	}
 }
 

@@ -158,7 +158,7 @@ func inotifyWatches(t *testing.T, v *View) int {
 	if !ok || f.(*follower).ino == nil {
 		return 0
 	}
-	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", f.(*follower).ino.Fd()))
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", f.(*follower).inoFd))
 	if err != nil {
 		t.Fatal(err)
 	}
