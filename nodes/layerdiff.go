@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"syscall"
@@ -71,11 +72,17 @@ func (r *Rootfs) LayerDiff(ctx context.Context, parent *fusefs.Inode, layerID st
 	return r.newRoot(ctx, parent, "diff", t, out)
 }
 
+// layerErrno maps an error of layers/<id>/what: ENOENT for a layer that
+// is gone, also when only its directory is (removed while the index still
+// had it: logged, in case the store lost it).
 func (r *Rootfs) layerErrno(what, layerID string, err error) syscall.Errno {
 	if errors.Is(err, storageview.ErrNotFound) {
 		return syscall.ENOENT
 	}
 	r.log.Printf("layers/%s/%s: %v", layerID, what, err)
+	if errors.Is(err, os.ErrNotExist) {
+		return syscall.ENOENT
+	}
 	return syscall.EIO
 }
 

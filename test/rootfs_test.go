@@ -460,3 +460,22 @@ func TestLayerChangesCornersMatchPodmanDiff(t *testing.T) {
 		})
 	}
 }
+
+// TestLayerDirectoryGone: a layer whose directory is gone while the index
+// still lists it (podman removing it, or a store that lost it) reads as
+// ENOENT under layers/<id>/, not EIO.
+func TestLayerDirectoryGone(t *testing.T) {
+	s := fixture.NewStore(t, "overlay")
+	added := s.Add(t, fixture.Image{Layers: []fixture.Layer{
+		{Entries: []fixture.Entry{fixture.File("a", "a\n")}}, {Entries: []fixture.Entry{fixture.File("b", "b\n")}}}})
+	mnt := rootfsMount(t, newTestStore(t, s))
+	top := added.LayerIDs[1]
+	if err := os.RemoveAll(filepath.Join(s.GraphRoot, "overlay", top, "diff")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"changes", "diff"} {
+		if _, err := os.Stat(filepath.Join(mnt, "layers", top, p)); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("layers/<id>/%s of a layer whose directory is gone: %v, want ENOENT", p, err)
+		}
+	}
+}
