@@ -17,7 +17,8 @@ import (
 // uses the native diff: every name the layer's directory holds is listed —
 // D for a whiteout, and for an opaque directory that a lower layer has
 // (the old one was deleted); A when no lower layer has the name (a lower
-// whiteout of it or of a directory above it ends the search); C when one
+// whiteout of it or of a directory above it, or a lower file where a
+// directory above it is, ends the search); C when one
 // has it, except a directory whose size, mode and mtime are the same
 // there; and each directory above an A or D that is not listed yet is C.
 // The content of a file is not compared: a file the layer holds is C even
