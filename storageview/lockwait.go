@@ -103,7 +103,7 @@ func (v *View) locksUsable() error {
 // waiting for podman can be interrupted; containers/storage's own wait for
 // the lock cannot, and the write that follows still takes the locks.
 func (v *View) WaitUnlocked(ctx context.Context) error {
-	if v.Index(); v.storeGone.Load() {
+	if v.storeGone.Load() { // as the last check found (a rebuild here could wait for podman)
 		// Reading it would make containers/storage create it again.
 		return fmt.Errorf("%w: the store's records were removed", ErrNotFound)
 	}
