@@ -43,6 +43,9 @@ type mutator struct {
 	// deleting, if set, is called with an image's ID just before the
 	// image is deleted (the View finds its parent then: prune.go).
 	deleting func(id string)
+	// otherUsers, if set, lists containers the store does not know of
+	// that use an image (transient.go).
+	otherUsers func(id string) []string
 }
 
 func (m *mutator) done() {
@@ -54,6 +57,11 @@ func (m *mutator) done() {
 // deleteImage deletes the image and the layers nothing else uses; the
 // store refuses, changing nothing, when a container uses the image.
 func (m *mutator) deleteImage(id string) error {
+	if m.otherUsers != nil {
+		if users := m.otherUsers(id); len(users) > 0 {
+			return fmt.Errorf("%w: image used by %s (recorded in the graph root, where podman 4.3 keeps containers of a transient store)", ErrInUse, short(users[0]))
+		}
+	}
 	if m.deleting != nil {
 		m.deleting(id)
 	}
@@ -573,7 +581,7 @@ func (m *mutator) retag(oldName, newName string) (string, string, error) {
 // mutator returns the view's mutator: its store, its read-only option, and
 // Invalidate so the next Index shows each change.
 func (v *View) mutator() *mutator {
-	return &mutator{store: v.store, readOnly: v.opts.ReadOnly, changed: v.changedByUs}
+	return &mutator{store: v.store, readOnly: v.opts.ReadOnly, changed: v.changedByUs, otherUsers: v.graphRootUsers}
 }
 
 // changedByUs is called after each of our own changes: the index is

@@ -296,7 +296,11 @@ func (v *View) lockFiles() []string {
 			files = append(files, v.recordLock(r, kind))
 		}
 	}
-	return append(files, v.containersLock())
+	files = append(files, v.containersLock())
+	if v.store.TransientStore() { // podman 4.3's containers (transient.go)
+		files = append(files, v.recordLock(v.graphRoot, "containers"))
+	}
+	return files
 }
 
 // containersLock is the lock file of the containers' records: in the run

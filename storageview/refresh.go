@@ -132,7 +132,7 @@ func (v *View) build(gen uint64) (*Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	return buildIndex(gen, res.Images, res.Layers, res.Containers, v.isList), nil
+	return buildIndex(gen, res.Images, res.Layers, v.withGraphRootContainers(res.Containers), v.isList), nil
 }
 
 // recordsGone reports whether the last check found the lock files of the

@@ -6,6 +6,7 @@ package test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -460,6 +461,44 @@ func TestCLIRecordedDriver(t *testing.T) {
 	oneErrorLine(t, "mount with another driver", r, "holds images of the overlay driver, none of vfs: give --storage-driver overlay")
 	if _, err := os.Stat(filepath.Join(e.store.GraphRoot, "vfs-images")); !os.IsNotExist(err) {
 		t.Errorf("the refused mount made the vfs driver's directories in the store: %v", err)
+	}
+}
+
+// TestCLITransientStoreContainers: with transient_store = true, which
+// podman 4.3 ignores (it keeps containers in the graph root), an image a
+// container of podman's uses is still in use: its removal is EBUSY.
+func TestCLITransientStoreContainers(t *testing.T) {
+	e, added := newCLIEnv(t)
+	conf := filepath.Join(e.dir, "storage.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[storage]\ndriver = \"overlay\"\nrunroot = %q\ngraphroot = %q\ntransient_store = true\n",
+		e.store.RunRoot, e.store.GraphRoot)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.env = slices.DeleteFunc(e.env, func(kv string) bool { return strings.HasPrefix(kv, "CONTAINERS_STORAGE_CONF=") })
+	e.env = append(e.env, "CONTAINERS_STORAGE_CONF="+conf)
+	mp := e.mkdir("mnt")
+	r := e.run(60*time.Second, "mount", mp)
+	if r.code != 0 {
+		t.Fatalf("imagefs mount: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { unmountRetry(t, mp) })
+	// The container comes after the mount: the store's own records of
+	// containers (in the run root) never change, podman's do.
+	create := exec.Command("podman", "create", "--pull=never", "--net", "none", added.ID, "/bin/true")
+	create.Env = e.env
+	if out, err := create.CombinedOutput(); err != nil {
+		t.Fatalf("podman create: %v\n%s", err, out)
+	}
+	for _, p := range []string{"images/" + added.ID, "names/localhost/cli/hello:latest"} {
+		if _, err := os.Lstat(filepath.Join(mp, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Rmdir(filepath.Join(mp, "images", added.ID)); !errors.Is(err, syscall.EBUSY) {
+		t.Errorf("rmdir images/<id> of an image a container uses: %v, want EBUSY", err)
+	}
+	if _, err := os.Lstat(filepath.Join(mp, "images", added.ID)); err != nil {
+		t.Errorf("the image is gone: %v", err)
 	}
 }
 
