@@ -66,6 +66,15 @@ func (m *mutator) deleteImage(id string) error {
 		m.deleting(id)
 	}
 	if _, err := m.store.DeleteImage(id, true); err != nil {
+		// Its top layer lives in an additional store: the record went
+		// (an additional store may hold a copy of the same ID), and the
+		// layer is not ours to delete; podman rmi succeeds too.
+		if errors.Is(err, storage.ErrLayerUnknown) {
+			if img, ierr := m.store.Image(id); errors.Is(ierr, storage.ErrImageUnknown) || ierr == nil && img.ReadOnly {
+				m.done()
+				return nil
+			}
+		}
 		return storeErr(err)
 	}
 	m.done()

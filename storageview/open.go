@@ -158,9 +158,13 @@ func storeOptions(o Options) (storage.StoreOptions, error) {
 func followRecordedDriver(so *storage.StoreOptions, explicit bool, logger *log.Logger) error {
 	recorded := recordedDrivers(so.GraphRoot)
 	if so.GraphDriverName == "" {
-		// containers/storage would pick by priority and never vfs.
-		if len(recorded) == 1 {
+		// containers/storage would pick by priority and never vfs, and
+		// give up on several; podman 4.3's picked overlay first.
+		switch {
+		case len(recorded) == 1:
 			so.GraphDriverName = recorded[0]
+		case slices.Contains(recorded, "overlay"):
+			so.GraphDriverName = "overlay"
 		}
 		return nil
 	}

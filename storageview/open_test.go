@@ -45,7 +45,8 @@ func TestFollowRecordedDriver(t *testing.T) {
 		{"configured overlay, vfs recorded", store("vfs"), "overlay", false, "vfs", false},
 		{"asked for overlay, vfs recorded", store("vfs"), "overlay", true, "", true},
 		{"configured overlay, both recorded", store("overlay", "vfs"), "overlay", false, "overlay", false},
-		{"none configured, both recorded", store("overlay", "vfs"), "", false, "", false},
+		{"none configured, both recorded", store("overlay", "vfs"), "", false, "overlay", false},
+		{"none configured, two others recorded", store("btrfs", "vfs"), "", false, "", false},
 		{"configured overlay, nothing recorded", filepath.Join(root, "new"), "overlay", false, "overlay", false},
 		{"configured vfs, two others recorded", store("overlay", "btrfs"), "vfs", false, "", true},
 	} {

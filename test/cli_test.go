@@ -502,6 +502,69 @@ func TestCLITransientStoreContainers(t *testing.T) {
 	}
 }
 
+// TestCLIRemoveImageOnAdditionalLayer: an image of the writable store
+// whose layer is an additional store's (podman import of a tarball that
+// store already holds) is removed without error, as podman rmi does; the
+// additional store's image stays.
+func TestCLIRemoveImageOnAdditionalLayer(t *testing.T) {
+	e, _ := newCLIEnv(t)
+	dir, err := os.MkdirTemp("/tmp", "ifs") // podman wants short run roots
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	testenv.NoMountsLeft(t, dir)
+	tarball := filepath.Join(dir, "a.tar")
+	if err := os.WriteFile(tarball, tarOfFiles(t, map[string]string{"a": "a\n"}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ro, rw := filepath.Join(dir, "ro"), filepath.Join(dir, "rw")
+	flags := func(root string, extra ...string) []string {
+		return append([]string{"--root", root + "/g", "--runroot", root + "/r", "--storage-driver", "overlay"}, extra...)
+	}
+	podman := func(args ...string) string {
+		cmd := exec.Command("podman", args...)
+		cmd.Env = e.env
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("podman %v: %v", args, err)
+		}
+		for _, root := range []string{ro, rw} { // its private bind mount of the driver home
+			syscall.Unmount(filepath.Join(root, "g", "overlay"), 0)
+		}
+		return strings.TrimPrefix(strings.TrimSpace(string(out)), "sha256:")
+	}
+	podman(append(flags(ro), "import", "-q", tarball, "localhost/a:1")...)
+	addl := "overlay.imagestore=" + ro + "/g"
+	id := podman(append(flags(rw, "--storage-opt", addl), "import", "-q", tarball, "localhost/prim:1")...)
+
+	mp := e.mkdir("mnt")
+	r := e.run(60*time.Second, append(append([]string{"mount"}, flags(rw, "--storage-opt", addl)...), mp)...)
+	if r.code != 0 {
+		t.Fatalf("imagefs mount: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { unmountRetry(t, mp) })
+	pid := serverPid(t, e.bin, mp)
+	if err := syscall.Unlink(filepath.Join(mp, "names", "localhost", "prim:1")); err != nil {
+		t.Errorf("rm of the last name of the image on the additional store's layer: %v", err)
+	}
+	// The same tarball made the same image in both stores: what is left
+	// is the additional store's.
+	if _, err := os.Lstat(filepath.Join(mp, "names", "localhost", "prim:1")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("the removed name: %v, want ENOENT", err)
+	}
+	if target, err := os.Readlink(filepath.Join(mp, "names", "localhost", "a:1")); err != nil || !strings.HasSuffix(target, id) {
+		t.Errorf("the additional store's image: %q, %v", target, err)
+	}
+	if out := podman(append(flags(rw, "--storage-opt", addl), "images", "-a", "--format", "{{.ReadOnly}} {{.Names}}")...); out != "true [localhost/a:1]" {
+		t.Errorf("podman images after the removal: %q", out)
+	}
+	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
+		t.Fatalf("umount: %d %s", r.code, r.stderr)
+	}
+	waitGone(t, pid, 10*time.Second) // it has shut the store down (and its driver's mount)
+}
+
 // TestCLIVersion: `imagefs version` names itself and the pinned libraries.
 func TestCLIVersion(t *testing.T) {
 	bin := imagefsBin(t)
