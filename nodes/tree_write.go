@@ -97,15 +97,28 @@ func (t *tree) pendingChildren(p string) []string {
 
 // settlePending forgets the mkdir-made directories the index now has
 // (a name below them exists): they are ordinary names/ directories now.
+// One that still holds a mkdir-made directory stays: when the store's
+// names below it go again, that one must still be reachable.
 func (t *tree) settlePending(ix *storageview.Index) {
 	ws := t.writes()
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	for p := range ws.pending {
-		if ix.NameDir(strings.Split(p, "/")) != nil {
+		if ix.NameDir(strings.Split(p, "/")) != nil && !ws.holdsPending(p) {
 			delete(ws.pending, p)
 		}
 	}
+}
+
+// holdsPending reports whether a mkdir-made directory lies below p; the
+// caller holds ws.mu.
+func (ws *writeState) holdsPending(p string) bool {
+	for q := range ws.pending {
+		if strings.HasPrefix(q, p+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // keepDirs keeps the directories of a name that a write removed or moved
@@ -167,8 +180,9 @@ func (t *tree) refuseMoveOut(ctx context.Context, op, p string) syscall.Errno {
 	if !ok {
 		return 0
 	}
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.Pid))
-	if err != nil || strings.TrimSpace(string(comm)) != "mv" {
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.Pid))
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", c.Pid)) // mv run by another name (a symlink)
+	if strings.TrimSpace(string(comm)) != "mv" && path.Base(exe) != "mv" {
 		return 0
 	}
 	return t.refuseWrite(op, p, syscall.EXDEV, "mv between file systems copies and then removes names here "+

@@ -338,3 +338,23 @@ func TestRefreshInstanceLink(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRefreshKeepsMadeDirectories: a directory made by mkdir in names/
+// stays while podman adds and removes a name beside it, under the same
+// parent (the parent was an ordinary directory for a while).
+func TestRefreshKeepsMadeDirectories(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	if err := os.MkdirAll(e.p("names/example.org/me"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.s.PodmanOutput(t, "tag", e.base.ID, "example.org/x/a:1")
+	eventually(t, "podman tag", func() error { _, err := os.Lstat(e.p("names/example.org/x/a:1")); return err })
+	e.s.PodmanOutput(t, "untag", e.base.ID, "example.org/x/a:1")
+	eventually(t, "podman untag", func() error { return gone(e.p("names/example.org/x")) })
+	if fi, err := os.Stat(e.p("names/example.org/me")); err != nil || !fi.IsDir() {
+		t.Fatalf("the mkdir-made directory after podman's name beside it came and went: %v", err)
+	}
+	if err := os.Symlink("../../../images/"+e.base.ID, e.p("names/example.org/me/t:1")); err != nil {
+		t.Errorf("ln -s into it: %v", err)
+	}
+}

@@ -637,6 +637,22 @@ func TestWritesRefused(t *testing.T) {
 		}
 	}
 	e.refused("mv of a name out of the mount", syscall.EXDEV, "/names/localhost/app:1", mvOut("names/localhost/app:1"))
+	// mv run by another name, through a symlink to it.
+	mvPath, err := exec.LookPath("mv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	move := filepath.Join(t.TempDir(), "move")
+	if err := os.Symlink(mvPath, move); err != nil {
+		t.Fatal(err)
+	}
+	e.refused("mv (as move) of a name out of the mount", syscall.EXDEV, "/names/localhost/app:1", func() error {
+		out, err := exec.Command(move, in("names/localhost/app:1"), outside).CombinedOutput()
+		if err != nil && strings.Contains(string(out), "Invalid cross-device link") {
+			return syscall.EXDEV
+		}
+		return fmt.Errorf("move: %v %s", err, out)
+	})
 	e.refused("mv of a digest out of the mount", syscall.EXDEV, "/digests/"+e.lone.ManifestDigest.String(), mvOut("digests/"+e.lone.ManifestDigest.String()))
 	e.wantTags("after mv out of the mount", e.base.ID, "docker.io/library/alpine:3.19", "localhost/app:1")
 
