@@ -437,13 +437,7 @@ func TestCLIDeadForeignMount(t *testing.T) {
 // is refused, and the store gets none of that driver's directories.
 func TestCLIRecordedDriver(t *testing.T) {
 	e, added := newCLIEnv(t) // an overlay store
-	conf := filepath.Join(e.dir, "storage.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[storage]\ndriver = \"vfs\"\nrunroot = %q\ngraphroot = %q\n",
-		e.store.RunRoot, e.store.GraphRoot)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.env = slices.DeleteFunc(e.env, func(kv string) bool { return strings.HasPrefix(kv, "CONTAINERS_STORAGE_CONF=") })
-	e.env = append(e.env, "CONTAINERS_STORAGE_CONF="+conf)
+	e.useStorageConf("vfs", "")
 	mp := e.mkdir("mnt")
 	r := e.run(60*time.Second, "mount", mp) // no store flags: the configuration's store
 	if r.code != 0 {
@@ -469,13 +463,7 @@ func TestCLIRecordedDriver(t *testing.T) {
 // container of podman's uses is still in use: its removal is EBUSY.
 func TestCLITransientStoreContainers(t *testing.T) {
 	e, added := newCLIEnv(t)
-	conf := filepath.Join(e.dir, "storage.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[storage]\ndriver = \"overlay\"\nrunroot = %q\ngraphroot = %q\ntransient_store = true\n",
-		e.store.RunRoot, e.store.GraphRoot)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.env = slices.DeleteFunc(e.env, func(kv string) bool { return strings.HasPrefix(kv, "CONTAINERS_STORAGE_CONF=") })
-	e.env = append(e.env, "CONTAINERS_STORAGE_CONF="+conf)
+	e.useStorageConf("overlay", "transient_store = true\n")
 	mp := e.mkdir("mnt")
 	r := e.run(60*time.Second, "mount", mp)
 	if r.code != 0 {

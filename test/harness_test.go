@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,6 +132,20 @@ func newCLIEnv(t *testing.T) (*cliEnv, fixture.Added) {
 		// machine's configuration out, for podman and imagefs alike.
 		env: append(s.PodmanEnv(), "IMAGEFS_RUN_DIR="+run),
 	}, added
+}
+
+// useStorageConf makes imagefs and podman find the fixture store by a
+// storage.conf naming driver, with more settings ("key = value\n" lines)
+// in its [storage] table, instead of the fixture's own.
+func (e *cliEnv) useStorageConf(driver, more string) {
+	e.t.Helper()
+	conf := filepath.Join(e.dir, "storage.conf")
+	text := fmt.Sprintf("[storage]\ndriver = %q\nrunroot = %q\ngraphroot = %q\n%s", driver, e.store.RunRoot, e.store.GraphRoot, more)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	e.env = slices.DeleteFunc(e.env, func(kv string) bool { return strings.HasPrefix(kv, "CONTAINERS_STORAGE_CONF=") })
+	e.env = append(e.env, "CONTAINERS_STORAGE_CONF="+conf)
 }
 
 // storeFlags are the flags that point imagefs at the fixture store.
