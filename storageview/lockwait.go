@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,49 +15,34 @@ import (
 // another process held the store's lock (EINTR).
 var ErrInterrupted = errors.New("interrupted while another process held the store's lock")
 
-// lockProbe holds the primary store's record lock files open, read-only,
+// lockProbe holds the writable store's record lock files open (heldFile)
 // to see whether another process holds them for writing (podman during a
-// pull or an import). The descriptors stay open for the view's life:
-// closing any descriptor of a file drops the POSIX locks this process
-// holds on it, containers/storage's own included.
+// pull or an import).
 type lockProbe struct {
 	mu    sync.Mutex
-	paths []string
-	fds   []int // -1 while the file cannot be opened
+	files []heldFile
 }
 
 func newLockProbe(paths []string) *lockProbe {
-	p := &lockProbe{paths: paths, fds: make([]int, len(paths))}
-	for i := range p.fds {
-		p.fds[i] = -1
+	p := &lockProbe{files: make([]heldFile, len(paths))}
+	for i, path := range paths {
+		p.files[i] = heldFile{path: path, fd: -1}
 	}
 	return p
 }
 
 // busy reports whether another process holds one of the files locked for
-// writing (F_GETLK never reports this process's own locks). A file
-// deleted or replaced (podman system reset) is opened again at its path.
+// writing (F_GETLK never reports this process's own locks).
 func (p *lockProbe) busy() bool {
 	if p == nil {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i, fd := range p.fds {
-		var st unix.Stat_t
-		if fd >= 0 && (unix.Fstat(fd, &st) != nil || st.Nlink == 0) {
-			syscall.Close(fd) // of the deleted file: no lock of ours is on it
-			fd = -1
-		}
-		if fd < 0 {
-			var err error
-			if fd, err = syscall.Open(p.paths[i], syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err != nil {
-				fd = -1
-			}
-			p.fds[i] = fd
-		}
+	for i := range p.files {
+		f := &p.files[i]
 		lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: 0, Len: 0}
-		if fd >= 0 && unix.FcntlFlock(uintptr(fd), unix.F_GETLK, &lk) == nil && lk.Type != unix.F_UNLCK {
+		if f.open() && unix.FcntlFlock(uintptr(f.fd), unix.F_GETLK, &lk) == nil && lk.Type != unix.F_UNLCK {
 			return true
 		}
 	}
@@ -68,11 +52,8 @@ func (p *lockProbe) busy() bool {
 func (p *lockProbe) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i, fd := range p.fds {
-		if fd >= 0 {
-			syscall.Close(fd)
-			p.fds[i] = -1
-		}
+	for i := range p.files {
+		p.files[i].close()
 	}
 }
 
@@ -83,7 +64,7 @@ func (p *lockProbe) close() {
 // part of the store does that (EROFS). A lock file not there yet is
 // created in its directory, which must then be writable.
 func (v *View) locksUsable() error {
-	for _, f := range []string{v.recordLock(v.graphRoot, "images"), v.recordLock(v.graphRoot, "layers"), v.containersLock()} {
+	for _, f := range v.writableLocks() {
 		p := f
 		err := unix.Access(p, unix.W_OK)
 		for errors.Is(err, unix.ENOENT) && p != filepath.Dir(p) {

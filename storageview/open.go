@@ -107,7 +107,7 @@ func Open(o Options) (*View, error) {
 	v.cache.init()
 	v.watch = newWatcher(v.lockFiles())
 	v.watch.changed() // record the tokens the first build sees
-	v.probe = newLockProbe([]string{v.recordLock(v.graphRoot, "images"), v.recordLock(v.graphRoot, "layers"), v.containersLock()})
+	v.probe = newLockProbe(v.writableLocks())
 	ix, err := v.build(1)
 	if err != nil {
 		v.watch.close()
@@ -305,6 +305,12 @@ func (v *View) lockFiles() []string {
 		files = append(files, v.recordLock(v.graphRoot, "containers"))
 	}
 	return files
+}
+
+// writableLocks are the lock files of the writable store's records, which
+// containers/storage opens read-write.
+func (v *View) writableLocks() []string {
+	return []string{v.recordLock(v.graphRoot, "images"), v.recordLock(v.graphRoot, "layers"), v.containersLock()}
 }
 
 // containersLock is the lock file of the containers' records: in the run

@@ -19,49 +19,74 @@ type watcher struct {
 }
 
 type watchedFile struct {
-	path  string
-	fd    int // -1 while the file cannot be opened
+	heldFile
 	n     int // token length last seen; -1 absent, -2 never looked
 	token [lastWriterSize]byte
+}
+
+// heldFile is a lock file kept open, read-only, by its path. Closing a
+// descriptor of a lock file drops every POSIX lock this process holds on
+// it, containers/storage's own included: held files are closed only when
+// deleted or replaced, and when the view closes.
+type heldFile struct {
+	path string
+	fd   int // -1 while the file cannot be opened
+}
+
+// open makes fd the descriptor of the file at path, opening it again when
+// the one held was deleted, or replaced by a rename (podman system reset,
+// a store restored from a backup): that one would never change again.
+// It reports whether the file is open.
+func (f *heldFile) open() bool {
+	var st syscall.Stat_t
+	if f.fd >= 0 && (syscall.Fstat(f.fd, &st) != nil || st.Nlink == 0) {
+		f.close() // no lock of ours is on the deleted file
+	}
+	if f.fd < 0 {
+		fd, err := syscall.Open(f.path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return false
+		}
+		f.fd = fd
+	}
+	return true
+}
+
+func (f *heldFile) close() {
+	if f.fd >= 0 {
+		syscall.Close(f.fd)
+		f.fd = -1
+	}
 }
 
 func newWatcher(paths []string) *watcher {
 	w := &watcher{files: make([]watchedFile, len(paths))}
 	for i, p := range paths {
-		w.files[i] = watchedFile{path: p, fd: -1, n: -2}
+		w.files[i] = watchedFile{heldFile: heldFile{path: p, fd: -1}, n: -2}
 	}
 	return w
 }
 
 // changed reads every token and reports whether any differs from the one
 // seen last time (the first call always reports a change). A lock file
-// that was deleted or replaced (podman system reset, a store restored from
-// a backup) is reopened at its path: the open one would never change again.
+// that was deleted or replaced is read at its path again (heldFile.open).
 func (w *watcher) changed() bool {
 	w.checks++
 	changed := false
 	var buf [lastWriterSize]byte
 	for i := range w.files {
 		f := &w.files[i]
-		if f.fd >= 0 && f.replaced() {
-			syscall.Close(f.fd)
-			f.fd = -1
-		}
-		if f.fd < 0 {
-			fd, err := syscall.Open(f.path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-			if err != nil {
-				if f.n != -1 {
-					f.n = -1
-					changed = true
-				}
-				continue
+		if !f.open() {
+			if f.n != -1 {
+				f.n = -1
+				changed = true
 			}
-			f.fd = fd
+			continue
 		}
 		n, err := syscall.Pread(f.fd, buf[:], 0)
 		if err != nil {
-			syscall.Close(f.fd)
-			f.fd, f.n = -1, -1
+			f.close()
+			f.n = -1
 			changed = true
 			continue
 		}
@@ -72,13 +97,6 @@ func (w *watcher) changed() bool {
 		}
 	}
 	return changed
-}
-
-// replaced reports whether the file f has open was deleted, or replaced by
-// a rename: no name links to it any more.
-func (f *watchedFile) replaced() bool {
-	var st syscall.Stat_t
-	return syscall.Fstat(f.fd, &st) != nil || st.Nlink == 0
 }
 
 // absent reports whether the last check found no file at path (one of
@@ -101,9 +119,6 @@ func (w *watcher) forget() {
 
 func (w *watcher) close() {
 	for i := range w.files {
-		if w.files[i].fd >= 0 {
-			syscall.Close(w.files[i].fd)
-			w.files[i].fd = -1
-		}
+		w.files[i].close()
 	}
 }
