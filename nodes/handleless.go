@@ -174,20 +174,27 @@ func (h *handleless) putCursor(c *dirCursor) {
 func (h *handleless) Forget(nodeid, nlookup uint64) {
 	h.mu.Lock()
 	var gone []*dirCursor
-	kept := h.cursors[:0]
-	for _, c := range h.cursors {
-		if c.node == nodeid {
-			gone = append(gone, c)
-		} else {
-			kept = append(kept, c)
-		}
-	}
-	h.cursors = kept
+	h.cursors, gone = splitOff(h.cursors, func(c *dirCursor) bool { return c.node == nodeid })
 	h.mu.Unlock()
 	for _, c := range gone {
 		h.release(c)
 	}
 	h.RawFileSystem.Forget(nodeid, nlookup)
+}
+
+// splitOff removes from s, in place and keeping the order, the elements
+// out reports, and returns what is left and what was taken out.
+func splitOff[T any](s []T, out func(T) bool) (kept, taken []T) {
+	kept = s[:0]
+	for _, x := range s {
+		if out(x) {
+			taken = append(taken, x)
+		} else {
+			kept = append(kept, x)
+		}
+	}
+	clear(s[len(kept):]) // no references left behind the new end
+	return kept, taken
 }
 
 // OnUnmount lets the root close what it keeps open (layer files).

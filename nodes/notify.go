@@ -163,19 +163,14 @@ func (t *tree) notifyOutsideNames(n *notifier, c *storageview.Changes, held stri
 			}
 		}
 	}
-	if images != nil && len(c.DigestsAdded)+len(c.DigestsRemoved)+len(c.DigestsMoved) > 0 {
+	changedDigests := digestStrings(slices.Concat(c.DigestsAdded, c.DigestsRemoved, c.DigestsMoved))
+	if images != nil && len(changedDigests) > 0 {
 		// A list's instance link leads to the image holding the digest,
 		// or dangles: the kernel caches its target.
-		changed := map[string]bool{}
-		for _, list := range [][]string{digestStrings(c.DigestsAdded), digestStrings(c.DigestsRemoved), digestStrings(c.DigestsMoved)} {
-			for _, d := range list {
-				changed[d] = true
-			}
-		}
 		for _, ch := range images.Children() {
 			if inst := ch.GetChild("instances"); inst != nil {
 				for name, link := range inst.Children() {
-					if changed[name] {
+					if slices.Contains(changedDigests, name) {
 						content(link)
 						n.entry(inst, name) // and its size
 					}
@@ -184,10 +179,8 @@ func (t *tree) notifyOutsideNames(n *notifier, c *storageview.Changes, held stri
 		}
 	}
 	if digests := root.GetChild("digests"); digests != nil && held != "digests" {
-		for _, list := range [][]string{digestStrings(c.DigestsAdded), digestStrings(c.DigestsRemoved), digestStrings(c.DigestsMoved)} {
-			for _, d := range list {
-				n.entry(digests, d)
-			}
+		for _, d := range changedDigests {
+			n.entry(digests, d)
 		}
 		if len(c.DigestsAdded)+len(c.DigestsRemoved) > 0 {
 			n.listing(digests)

@@ -170,15 +170,10 @@ func (c *backingFiles) release(b *backingFile) {
 func (c *backingFiles) closeGone() {
 	c.mu.Lock()
 	var gone []*backingFile
-	kept := c.files[:0]
-	for _, b := range c.files {
-		if _, err := os.Lstat(b.path); errors.Is(err, os.ErrNotExist) {
-			gone = append(gone, b)
-		} else {
-			kept = append(kept, b)
-		}
-	}
-	c.files = kept
+	c.files, gone = splitOff(c.files, func(b *backingFile) bool {
+		_, err := os.Lstat(b.path)
+		return errors.Is(err, os.ErrNotExist)
+	})
 	c.mu.Unlock()
 	for _, b := range gone {
 		c.release(b)
