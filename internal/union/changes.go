@@ -28,8 +28,8 @@ func (c Change) String() string { return string(c.Kind) + " " + c.Path }
 // contents are not listed); a name in both is C when its type, mode,
 // owner, device number, mtime and size (not for directories, block
 // devices and sockets), security.capability or user.* xattrs differ; a
-// directory holding a change is C too. The result is sorted by path, and says which names
-// the tree's modes hide from others (Change.Hidden).
+// directory holding a change is C too. The result is sorted by path, and
+// says which names the tree's modes hide from others (Change.Hidden).
 //
 // For diff layers only the directories the layer itself holds are
 // compared; for Full (vfs) layers the whole trees are.

@@ -73,7 +73,7 @@ func NativeChanges(layers []Layer, k int) ([]Change, error) {
 		switch {
 		case isWhiteout(&st):
 			kind = 'D'
-		case isDir && isOpaque(p, opaqueName) && deletedBelow(lowers, rel):
+		case isDir && xattrIsY(p, opaqueName) && deletedBelow(lowers, rel):
 			kind = 'D'
 		default:
 			for _, l := range lowers {
@@ -129,12 +129,6 @@ func parentOf(rel string) string {
 
 func isWhiteout(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
-}
-
-func isOpaque(p, name string) bool {
-	var b [2]byte
-	n, err := unix.Lgetxattr(p, name, b[:])
-	return err == nil && n == 1 && b[0] == 'y'
 }
 
 // lowerDir is a lower layer's directory, held open while its names are
