@@ -340,15 +340,7 @@ func TestLayerChangesMatchPodmanDiff(t *testing.T) {
 	store := newTestStore(t, s)
 	mnt := rootfsMount(t, store)
 	layer := func(i int) string { return filepath.Join(mnt, "layers", added.LayerIDs[i]) }
-	b, err := os.ReadFile(filepath.Join(layer(2), "changes"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	out := podmanShortRunroot(t, s, "diff", added.ID)
-	if got, want := sortedLines(string(b)), sortedLines(out); got != want {
-		t.Errorf("changes of the top layer:\n%s\npodman diff:\n%s", got, want)
-	}
+	changesMatchPodmanDiff(t, s, mnt, added)
 	dirs, err := store.LayerDirs(added.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -446,18 +438,23 @@ func TestLayerChangesCornersMatchPodmanDiff(t *testing.T) {
 		t.Run(driver, func(t *testing.T) {
 			s := fixture.NewStore(t, driver)
 			added := s.Add(t, img)
-			store := newTestStore(t, s)
-			mnt := rootfsMount(t, store)
-			b, err := os.ReadFile(filepath.Join(mnt, "layers", added.LayerIDs[1], "changes"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.Close()
-			out := podmanShortRunroot(t, s, "diff", added.ID)
-			if got, want := sortedLines(string(b)), sortedLines(out); got != want {
-				t.Errorf("changes of the top layer:\n%s\npodman diff:\n%s", got, want)
-			}
+			changesMatchPodmanDiff(t, s, rootfsMount(t, newTestStore(t, s)), added)
 		})
+	}
+}
+
+// changesMatchPodmanDiff compares the changes file of the image's top
+// layer with podman diff of the image (which closes the fixture's store).
+func changesMatchPodmanDiff(t *testing.T, s *fixture.Store, mnt string, added fixture.Added) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(mnt, "layers", added.LayerIDs[len(added.LayerIDs)-1], "changes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	out := podmanShortRunroot(t, s, "diff", added.ID)
+	if got, want := sortedLines(string(b)), sortedLines(out); got != want {
+		t.Errorf("changes of the top layer:\n%s\npodman diff:\n%s", got, want)
 	}
 }
 
