@@ -142,7 +142,7 @@ func (v *View) build(gen uint64) (*Index, error) {
 // would create its lock files again and mount the driver's home again,
 // under the remover, whose removal then fails with EBUSY.
 func (v *View) recordsGone() bool {
-	return v.watch.absent(v.recordLock(v.graphRoot, "images")) || v.watch.absent(v.recordLock(v.graphRoot, "layers"))
+	return v.watch.deleted(v.recordLock(v.graphRoot, "images")) || v.watch.deleted(v.recordLock(v.graphRoot, "layers"))
 }
 
 // buildIndex turns store records into an Index. isList is asked only about

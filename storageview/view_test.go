@@ -401,22 +401,7 @@ func TestAdditionalImageStore(t *testing.T) {
 
 	roDir := shortTempDir(t, "ro")
 	roRoot := filepath.Join(roDir, "graph")
-	tarball := filepath.Join(roDir, "layer.tar")
-	if err := os.WriteFile(tarball, tarOf(t, "ro", "from the ro store"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("podman", "--root", roRoot, "--runroot", filepath.Join(roDir, "run"), "--storage-driver", "overlay",
-		"import", "-q", tarball, "localhost/shared:1")
-	cmd.Env = s.PodmanEnv()
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("podman import: %v", err)
-	}
-	// podman leaves its private bind mount of the driver home behind.
-	if err := syscall.Unmount(filepath.Join(roRoot, "overlay"), 0); err != nil && err != syscall.EINVAL {
-		t.Logf("unmounting podman's %s: %v", filepath.Join(roRoot, "overlay"), err)
-	}
-	roID := strings.TrimPrefix(strings.TrimSpace(string(out)), "sha256:")
+	roID := podmanImport(t, s.PodmanEnv(), roDir, "from the ro store", "localhost/shared:1")
 
 	s.Close()
 	s.Store.Free() // else GetStore hands Open the fixture's store object, options and all
@@ -586,27 +571,12 @@ func TestNameInBothStores(t *testing.T) {
 
 	roDir := shortTempDir(t, "ro")
 	roRoot := filepath.Join(roDir, "graph")
-	tarball := filepath.Join(roDir, "layer.tar")
 	var roID string
 	for try := 0; roID <= own.ID; try++ {
 		if try == 30 {
 			t.Fatalf("30 imports gave no ID after %s", own.ID)
 		}
-		if err := os.WriteFile(tarball, tarOf(t, "ro", fmt.Sprintf("from the ro store, try %d", try)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("podman", "--root", roRoot, "--runroot", filepath.Join(roDir, "run"), "--storage-driver", "overlay",
-			"import", "-q", tarball, name)
-		cmd.Env = s.PodmanEnv()
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("podman import: %v", err)
-		}
-		roID = strings.TrimPrefix(strings.TrimSpace(string(out)), "sha256:")
-	}
-	// podman leaves its private bind mount of the driver home behind.
-	if err := syscall.Unmount(filepath.Join(roRoot, "overlay"), 0); err != nil && err != syscall.EINVAL {
-		t.Logf("unmounting podman's %s: %v", filepath.Join(roRoot, "overlay"), err)
+		roID = podmanImport(t, s.PodmanEnv(), roDir, fmt.Sprintf("from the ro store, try %d", try), name)
 	}
 
 	s.Close()
@@ -667,6 +637,31 @@ func TestContainerLayersLeftOut(t *testing.T) {
 	}
 }
 
+// podmanImport makes, with podman alone (containers/storage cannot open a
+// store read-only in a process that has it open read-write), an image of
+// one file "ro" holding content, named name, in the overlay store of graph
+// root dir/graph, for tests of additional image stores. It returns its ID.
+func podmanImport(t *testing.T, env []string, dir, content, name string) string {
+	t.Helper()
+	root := filepath.Join(dir, "graph")
+	tarball := filepath.Join(dir, "layer.tar")
+	if err := os.WriteFile(tarball, tarOf(t, "ro", content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("podman", "--root", root, "--runroot", filepath.Join(dir, "run"), "--storage-driver", "overlay",
+		"import", "-q", tarball, name)
+	cmd.Env = env
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("podman import: %v", err)
+	}
+	// podman leaves its private bind mount of the driver home behind.
+	if err := syscall.Unmount(filepath.Join(root, "overlay"), 0); err != nil && err != syscall.EINVAL {
+		t.Logf("unmounting podman's %s: %v", filepath.Join(root, "overlay"), err)
+	}
+	return strings.TrimPrefix(strings.TrimSpace(string(out)), "sha256:")
+}
+
 // shortTempDir is a temporary directory with a short path (t.TempDir's are
 // long, and podman 4.3 refuses a run root longer than 50 bytes), removed
 // when the test ends, and checked to hold no mounts then.
@@ -679,4 +674,39 @@ func shortTempDir(t *testing.T, prefix string) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	testenv.NoMountsLeft(t, dir)
 	return dir
+}
+
+// TestAdditionalImageStoreOfNewGraphRoot: a graph root that does not exist
+// yet, opened with an additional image store, shows that store's images
+// from the start, as podman does. containers/storage makes the new root's
+// lock files only as it reads: a root without them must not pass for a
+// removed store.
+func TestAdditionalImageStoreOfNewGraphRoot(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, "overlay") // for its podman configuration
+	roDir := shortTempDir(t, "ro")
+	roID := podmanImport(t, s.PodmanEnv(), roDir, "from the ro store", "localhost/shared:1")
+
+	dir := shortTempDir(t, "new")
+	v, err := storageview.Open(storageview.Options{
+		GraphRoot:     filepath.Join(dir, "graph"),
+		RunRoot:       filepath.Join(dir, "run"),
+		Driver:        "overlay",
+		DriverOptions: []string{"overlay.imagestore=" + filepath.Join(roDir, "graph")},
+	})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := v.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	for _, when := range []string{"first index", "after the next check"} {
+		if got := v.Index().ImageByName("localhost/shared:1"); got == nil || got.ID != roID || !got.ReadOnly {
+			t.Errorf("%s: the additional store's image: %+v", when, got)
+		}
+		settle()
+	}
 }

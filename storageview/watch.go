@@ -22,6 +22,7 @@ type watchedFile struct {
 	heldFile
 	n     int // token length last seen; -1 absent, -2 never looked
 	token [lastWriterSize]byte
+	seen  bool // the file was there at some check
 }
 
 // heldFile is a lock file kept open, read-only, by its path. Closing a
@@ -83,6 +84,7 @@ func (w *watcher) changed() bool {
 			}
 			continue
 		}
+		f.seen = true
 		n, err := syscall.Pread(f.fd, buf[:], 0)
 		if err != nil {
 			f.close()
@@ -99,12 +101,14 @@ func (w *watcher) changed() bool {
 	return changed
 }
 
-// absent reports whether the last check found no file at path (one of
-// the watched ones).
-func (w *watcher) absent(path string) bool {
+// deleted reports whether the last check found no file at path (one of
+// the watched ones) where an earlier check had found one. A lock file
+// that was never there is not deleted: containers/storage makes some only
+// when it first reads the records they lock.
+func (w *watcher) deleted(path string) bool {
 	for i := range w.files {
 		if w.files[i].path == path {
-			return w.files[i].n == -1
+			return w.files[i].seen && w.files[i].n == -1
 		}
 	}
 	return false
