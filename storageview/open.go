@@ -203,7 +203,7 @@ func recordedDrivers(root string) []string {
 type StoreDir struct{ What, Path string }
 
 // StoreDirs returns the directories the store that Open(o) opens keeps
-// its data in, without opening it.
+// its data in, the graph root first, without opening it.
 func StoreDirs(o Options) ([]StoreDir, error) {
 	so, err := storeOptions(o)
 	if err != nil {

@@ -628,3 +628,44 @@ func sessionOf(t *testing.T, pid int) int {
 	}
 	return sid
 }
+
+// TestCLIReadOnlyStore: a store on a read-only file system cannot be
+// opened (containers/storage writes its lock files even to read): the
+// mount is refused with one line that says how to browse it, and that
+// advice works: the store's images show through an empty writable one.
+func TestCLIReadOnlyStore(t *testing.T) {
+	e, added := newCLIEnv(t)
+	ro := e.mkdir("ro")
+	if err := syscall.Mount(e.store.GraphRoot, ro, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(ro, syscall.MNT_DETACH) })
+	if err := syscall.Mount("", ro, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	mp := e.mkdir("mnt")
+	r := e.run(60*time.Second, "mount", "--root", ro, "--runroot", e.store.RunRoot, "--storage-driver", "overlay", mp)
+	lock := filepath.Join(ro, "storage.lock")
+	oneErrorLine(t, "mount of a read-only store", r, "open "+lock+": read-only file system (to browse a read-only store, "+
+		"give it as an additional image store: --root DIR --runroot DIR/run --storage-opt additionalimagestore="+ro+", DIR empty and writable)")
+	if strings.Count(r.stderr, lock) != 1 {
+		t.Errorf("the lock file's path is repeated: %s", r.stderr)
+	}
+
+	dir := filepath.Join(e.dir, "browse")
+	r = e.run(60*time.Second, "mount", "--root", dir, "--runroot", filepath.Join(dir, "run"), "--storage-driver", "overlay",
+		"--storage-opt", "additionalimagestore="+ro, mp)
+	if r.code != 0 {
+		t.Fatalf("imagefs mount as the advice says: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { unmountRetry(t, mp) })
+	pid := serverPid(t, e.bin, mp)
+	checkTree(t, mp, added.ID)
+	if err := os.Remove(filepath.Join(mp, "names", "localhost", "cli", "hello:1")); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("rm of a name of the read-only store: %v, want EROFS", err)
+	}
+	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
+		t.Fatalf("umount: %d %s", r.code, r.stderr)
+	}
+	waitGone(t, pid, 10*time.Second)
+}

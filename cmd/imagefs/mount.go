@@ -159,7 +159,7 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 	view, err := storageview.Open(vopts)
 	if err != nil {
 		undo()
-		return fmt.Errorf("cannot open the image store: %s", oneLine(err.Error()))
+		return fmt.Errorf("cannot open the image store: %s", mf.openStoreError(err))
 	}
 	srv, err := fs.Mount(abs, view, fs.Options{
 		AllowOther: mf.allowOther,
@@ -207,6 +207,30 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 	}
 	logger.Printf("unmounted %s, store closed", abs)
 	return nil
+}
+
+// openStoreError words a failure to open the store on one line, with
+// advice for a graph root on a read-only file system (a snapshot, a
+// backup): containers/storage writes its lock files even to read, but
+// takes a read-only store as an additional image store of a writable one.
+func (mf *mountFlags) openStoreError(err error) string {
+	msg := err.Error()
+	var pe *iofs.PathError
+	if !errors.As(err, &pe) {
+		return oneLine(msg)
+	}
+	twice := pe.Op + " " + pe.Path + ": " // containers/storage says "open X: open X: …"
+	msg = strings.Replace(msg, twice+twice, twice, 1)
+	if !errors.Is(err, syscall.EROFS) {
+		return oneLine(msg)
+	}
+	if dirs, derr := storageview.StoreDirs(mf.storeOptions()); derr == nil {
+		if root, aerr := filepath.Abs(dirs[0].Path); aerr == nil && within(pe.Path, root) {
+			msg += fmt.Sprintf(" (to browse a read-only store, give it as an additional image store: "+
+				"--root DIR --runroot DIR/run --storage-opt additionalimagestore=%s, DIR empty and writable)", root)
+		}
+	}
+	return oneLine(msg)
 }
 
 // checkStorePaths refuses --root/--runroot paths that cannot be
