@@ -328,3 +328,63 @@ func mountOptions(t *testing.T, mp string) string {
 	t.Fatalf("%s not in mountinfo", mp)
 	return ""
 }
+
+// TestServerLockUnsafeRunDir: a run directory another user owns or may
+// write to, or a symlink, is refused (the fallback under /tmp has a name
+// anyone can take first), and a symlink where the lock file goes is not
+// followed: the file it leads to stays as it was.
+func TestServerLockUnsafeRunDir(t *testing.T) {
+	testenv.RequireRoot(t) // to give a directory to another user
+	base := t.TempDir()
+	mkdir := func(name string, mode uint32, uid int) string {
+		d := filepath.Join(base, name)
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	own := mkdir("own", 0o700, 0)
+	symlinked := filepath.Join(base, "symlinked")
+	if err := os.Symlink(own, symlinked); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ dir, want string }{
+		{mkdir("others", 0o700, 65534), "it belongs to uid 65534"},
+		{mkdir("shared", 0o1777, 0), "others may write to it (mode 1777)"},
+		{mkdir("group", 0o770, 0), "others may write to it (mode 0770)"},
+		{symlinked, "it is not a directory (a symlink?)"},
+	} {
+		t.Setenv(RunDirVar, tc.dir)
+		l, err := LockMountpoint("/some/mount/point")
+		if err == nil {
+			l.Release()
+			t.Errorf("%s: taken", tc.dir)
+			continue
+		}
+		if want := "run directory " + tc.dir + " is not safe to use: " + tc.want; !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", tc.dir, err, want)
+		}
+	}
+
+	t.Setenv(RunDirVar, own)
+	victim := filepath.Join(base, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, LockPath("/some/mount/point")); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := LockMountpoint("/some/mount/point"); err == nil {
+		l.Release()
+		t.Errorf("a symlink as the lock file was followed")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("the file the symlink leads to now holds %q", b)
+	}
+}

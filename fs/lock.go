@@ -54,10 +54,10 @@ type MountLock struct {
 // in it. It fails when another process holds it, i.e. serves that mount.
 func LockMountpoint(mountpoint string) (*MountLock, error) {
 	path := LockPath(mountpoint)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("creating run directory: %w", err)
+	if err := makeRunDir(filepath.Dir(path)); err != nil {
+		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating lock file: %w", err)
 	}
@@ -76,6 +76,33 @@ func LockMountpoint(mountpoint string) (*MountLock, error) {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &MountLock{f: f}, nil
+}
+
+// makeRunDir makes the run directory, or checks the one there: it must be
+// ours and closed to others. The fallback in the shared temporary
+// directory has a name anyone can take first, and a directory another user
+// can write to could hold a symlink where the lock file goes, which the
+// server would truncate and write its pid into.
+func makeRunDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating run directory: %w", err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("run directory %s: %w", dir, err)
+	}
+	var why string
+	switch {
+	case st.Mode&syscall.S_IFMT != syscall.S_IFDIR:
+		why = "it is not a directory (a symlink?)"
+	case int(st.Uid) != os.Geteuid():
+		why = fmt.Sprintf("it belongs to uid %d", st.Uid)
+	case st.Mode&0o022 != 0:
+		why = fmt.Sprintf("others may write to it (mode %04o)", st.Mode&0o7777)
+	default:
+		return nil
+	}
+	return fmt.Errorf("run directory %s is not safe to use: %s; remove it, or set XDG_RUNTIME_DIR or %s to a directory of your own", dir, why, RunDirVar)
 }
 
 // Release removes the lock file and drops the lock. Call it last, after
