@@ -669,3 +669,39 @@ func TestCLIReadOnlyStore(t *testing.T) {
 	}
 	waitGone(t, pid, 10*time.Second)
 }
+
+// TestCLILogGuard: the server's log keeps one line per refusal whatever
+// the path holds (a newline in a name cannot forge a line), and a flood of
+// refusals writes a bounded number of lines.
+func TestCLILogGuard(t *testing.T) {
+	e, added := newCLIEnv(t)
+	mp := e.mkdir("mnt")
+	logFile := filepath.Join(e.dir, "imagefs.log")
+	e.mountBackground(mp, "--log-file", logFile)
+	rootfs := filepath.Join(mp, "images", added.ID, "rootfs")
+	forged := "x\nimagefs[1]: a forged line"
+	if err := os.WriteFile(filepath.Join(rootfs, "etc", forged), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("create under rootfs/: %v, want EROFS", err)
+	}
+	for i := range 1000 {
+		if err := os.Mkdir(filepath.Join(rootfs, fmt.Sprintf("flood-%d", i)), 0o755); !errors.Is(err, syscall.EROFS) {
+			t.Fatalf("mkdir under rootfs/: %v, want EROFS", err)
+		}
+	}
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	if want := `/etc/x\nimagefs[1]: a forged line: refused`; !strings.Contains(log, want) {
+		t.Errorf("the refusal is not logged as %q:\n%s", want, log)
+	}
+	for _, line := range strings.Split(log, "\n") {
+		if strings.HasPrefix(line, "imagefs[1]") {
+			t.Errorf("a forged line: %q", line)
+		}
+	}
+	if n := strings.Count(log, "mkdir "); n < 50 || n > 200 {
+		t.Errorf("1000 refused mkdirs wrote %d lines, want the first ones only (about 100)", n)
+	}
+}

@@ -128,6 +128,7 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	}
 	defer signal.Stop(sigs)
+	logger.SetOutput(newLogGuard(logger.Writer(), !mf.debug))
 	storageLogs := routeStorageLogs(logger, mf.debug)
 	limitMemory()
 

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// The server logs every refused change with the path the caller gave, and
+// with --allow-other other users can make as many as they like: a name
+// holding a newline must not forge a line of root's log, and a loop of
+// refused mkdirs must not fill its disk.
+const (
+	logBurst          = 100 // lines written at once before the rate applies
+	logLinesPerSecond = 10
+)
+
+// logGuard is the writer of the server's log (one Write per line, as
+// log.Logger makes them). It escapes control characters, and past a burst
+// it writes at most logLinesPerSecond lines a second; the next line written
+// says how many were not. With --debug nothing is dropped.
+type logGuard struct {
+	mu      sync.Mutex
+	w       io.Writer
+	limit   bool
+	now     func() time.Time
+	tokens  float64
+	last    time.Time
+	dropped int
+}
+
+func newLogGuard(w io.Writer, limit bool) *logGuard {
+	return &logGuard{w: w, limit: limit, now: time.Now, tokens: logBurst, last: time.Now()}
+}
+
+func (g *logGuard) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.limit {
+		now := g.now()
+		g.tokens = min(logBurst, g.tokens+now.Sub(g.last).Seconds()*logLinesPerSecond)
+		g.last = now
+		if g.tokens < 1 {
+			g.dropped++
+			return len(p), nil
+		}
+		g.tokens--
+	}
+	line := escapeControl(bytes.TrimSuffix(p, []byte("\n")))
+	if g.dropped > 0 {
+		line = fmt.Appendf(line, " (%d lines before this one not logged: more than %d a second)", g.dropped, logLinesPerSecond)
+		g.dropped = 0
+	}
+	if _, err := g.w.Write(append(line, '\n')); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// escapeControl writes the control characters of b as Go escapes (\n,
+// \x1b), so that one log line stays one line and cannot drive a terminal.
+func escapeControl(b []byte) []byte {
+	if !bytes.ContainsFunc(b, isControl) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+16)
+	for _, c := range b {
+		switch {
+		case c == '\n':
+			out = append(out, `\n`...)
+		case c == '\r':
+			out = append(out, `\r`...)
+		case c == '\t':
+			out = append(out, `\t`...)
+		case isControl(rune(c)):
+			out = fmt.Appendf(out, `\x%02x`, c)
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
