@@ -118,11 +118,17 @@ func isTrustedXattr(name string) bool { return strings.HasPrefix(name, "trusted.
 const capSysAdmin = 21
 
 // callerHasSysAdmin reports whether the process making the request holds
-// CAP_SYS_ADMIN, which listing trusted.* xattrs takes. It reads the
-// caller's /proc status: only done for entries that carry such names.
+// CAP_SYS_ADMIN, which listing trusted.* xattrs takes, in our user
+// namespace: one a user made (unshare -Ur) gives its processes every
+// capability, but only over what that namespace owns. It reads the
+// caller's /proc: only done for entries that carry such names.
 func callerHasSysAdmin(ctx context.Context) bool {
 	c, ok := fuse.FromContext(ctx)
 	if !ok || c.Pid == 0 {
+		return false
+	}
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", c.Pid))
+	if own, oerr := os.Readlink("/proc/self/ns/user"); err != nil || oerr != nil || ns != own {
 		return false
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Pid))

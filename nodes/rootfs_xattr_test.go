@@ -1,6 +1,7 @@
 package nodes
 
 import (
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -48,6 +49,24 @@ func TestRootfsTrustedXattrsListed(t *testing.T) {
 	}()
 	if names, want := <-got, []string{"user.open"}; !slices.Equal(names, want) {
 		t.Errorf("listxattr without CAP_SYS_ADMIN: %q, want %q", names, want)
+	}
+
+	// Root of a user namespace of its own holds every capability there,
+	// none over the layers' file system, which then lists no trusted.*.
+	inUserNS := func(p string) []string {
+		out, err := exec.Command("unshare", "--user", "--map-root-user", "python3", "-c",
+			"import os, sys; print(' '.join(sorted(os.listxattr(sys.argv[1], follow_symlinks=False))))", p).Output()
+		if err != nil {
+			t.Fatalf("unshare --user … listxattr %s: %v", p, err)
+		}
+		return strings.Fields(string(out))
+	}
+	want := inUserNS(filepath.Join(l.Dir, "f"))
+	if slices.Contains(want, "trusted.secret") || !slices.Contains(want, "user.open") {
+		t.Fatalf("the layer's own file system lists %q in a user namespace", want)
+	}
+	if got := inUserNS(f); !slices.Equal(got, want) {
+		t.Errorf("listxattr in a user namespace: %q, want %q as the layer's file system lists them", got, want)
 	}
 }
 
