@@ -14,9 +14,19 @@ type Change struct {
 	Path string // absolute inside the image ("/etc/passwd")
 	// Hidden: the path lies in a directory of the new tree that others
 	// may not read and search (its mode lacks o+rx, or an ancestor's
-	// does), so that the image's own modes would keep the name from them.
+	// does, or it has an ACL, whose named users and groups may have
+	// less), so that the image's own permissions would keep the name from
+	// some of them.
 	Hidden bool
 }
+
+// aclAccessXattr holds a file's access ACL when it has more entries than
+// its mode bits say.
+const aclAccessXattr = "system.posix_acl_access"
+
+// closedToSome reports whether a directory of this mode, with an ACL or
+// not, keeps its names from some user who does not own it.
+func closedToSome(mode uint32, hasACL bool) bool { return mode&0o005 != 0o005 || hasACL }
 
 // String formats the change as podman diff prints it: "A /path".
 func (c Change) String() string { return string(c.Kind) + " " + c.Path }
@@ -70,7 +80,8 @@ func (d *differ) dir(n, o *Entry, reported, hidden bool) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	inside := hidden || st.Mode&0o005 != 0o005
+	_, aclErr := d.cur.GetXattr(n, aclAccessXattr)
+	inside := hidden || closedToSome(st.Mode, aclErr == nil)
 	var ol *Listing
 	if o != nil && o.IsDir() {
 		if ol, err = d.old.List(o); err != nil {

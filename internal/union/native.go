@@ -45,7 +45,7 @@ func NativeChanges(layers []Layer, k int) ([]Change, error) {
 	}
 	// hidden tells, per directory walked, whether the names in it are
 	// hidden from others (see Change.Hidden).
-	hidden := map[string]bool{"": st.Mode&0o005 != 0o005}
+	hidden := map[string]bool{"": closedToSome(st.Mode, hasACL(top.Path))}
 	listed := map[string]bool{} // directories with a change of their own
 	var out []Change
 	err := filepath.WalkDir(top.Path, func(p string, d fs.DirEntry, err error) error {
@@ -67,7 +67,7 @@ func NativeChanges(layers []Layer, k int) ([]Change, error) {
 		h := hidden[dir]
 		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		if isDir {
-			hidden[rel] = h || st.Mode&0o005 != 0o005
+			hidden[rel] = h || closedToSome(st.Mode, hasACL(p))
 		}
 		kind := byte('A')
 		switch {
@@ -190,4 +190,10 @@ func (l *lowerDir) lstat(rel string, st *unix.Stat_t) error {
 	}
 	defer unix.Close(fd)
 	return unix.Fstat(fd, st)
+}
+
+// hasACL reports whether the file at p has an access ACL.
+func hasACL(p string) bool {
+	_, err := unix.Lgetxattr(p, aclAccessXattr, nil)
+	return err == nil
 }

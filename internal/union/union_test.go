@@ -3,6 +3,7 @@ package union_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -361,6 +362,27 @@ func sortLines(s string) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
+// aclEntry is an entry of a POSIX ACL as system.posix_acl_access holds it.
+type aclEntry struct {
+	tag, perm uint16
+	id        uint32
+}
+
+// posixACL encodes entries as the kernel's xattr form of an ACL (version 2).
+func posixACL(entries ...aclEntry) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range entries {
+		id := e.id
+		if e.tag != 0x02 && e.tag != 0x08 { // only named users and groups have one
+			id = ^uint32(0)
+		}
+		b = binary.LittleEndian.AppendUint16(b, e.tag)
+		b = binary.LittleEndian.AppendUint16(b, e.perm)
+		b = binary.LittleEndian.AppendUint32(b, id)
+	}
+	return b
+}
+
 // TestChangesHidden: a change is Hidden when a directory above it in the
 // new tree lacks o+rx, so the image's own modes keep its name from others.
 func TestChangesHidden(t *testing.T) {
@@ -373,6 +395,7 @@ func TestChangesHidden(t *testing.T) {
 		{base, 0o755}, {top, 0o755},
 		{base + "/root", 0o700}, {base + "/pub", 0o755},
 		{top + "/root", 0o700}, {top + "/root/.ssh", 0o700}, {top + "/pub", 0o755}, {top + "/pub/x", 0o750},
+		{top + "/acl", 0o755},
 	} {
 		if err := os.Mkdir(d.path, d.mode); err != nil && !os.IsExist(err) {
 			t.Fatal(err)
@@ -381,13 +404,20 @@ func TestChangesHidden(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{top + "/root/.ssh/key", top + "/pub/f", top + "/pub/x/y"} {
+	for _, f := range []string{top + "/root/.ssh/key", top + "/pub/f", top + "/pub/x/y", top + "/acl/in"} {
 		if err := os.WriteFile(f, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// acl is 0755, but its ACL keeps user 1001 out (setfacl -m u:1001:- acl).
+	if err := unix.Setxattr(top+"/acl", "system.posix_acl_access", posixACL(
+		aclEntry{tag: 0x01, perm: 7}, aclEntry{tag: 0x02, perm: 0, id: 1001}, aclEntry{tag: 0x04, perm: 5},
+		aclEntry{tag: 0x10, perm: 5}, aclEntry{tag: 0x20, perm: 5}), 0); err != nil {
+		t.Fatalf("setting an ACL: %v", err)
+	}
 	layers := []union.Layer{{ID: "b", Path: base}, {ID: "t", Path: top}}
 	want := []string{
+		"A /acl false", "A /acl/in true",
 		"C /pub false", "A /pub/f false", "A /pub/x false", "A /pub/x/y true",
 		"C /root false", "A /root/.ssh true", "A /root/.ssh/key true",
 	}
