@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"context"
+	"strings"
 	"syscall"
 
 	digest "github.com/opencontainers/go-digest"
@@ -9,7 +10,8 @@ import (
 
 // Unlink (rm digests/sha256:<hex>) removes the image the digest belongs
 // to, with all its names (as rmdir images/<id>): EBUSY when a container
-// uses it.
+// uses it, EINVAL when several lists have that manifest (which one the
+// caller means, the digest cannot tell).
 func (d *digestsDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	const op = "unlink"
 	t, p := d.t, "/digests/"+name
@@ -20,9 +22,18 @@ func (d *digestsDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	if errno := t.refuseMoveOut(ctx, op, p); errno != 0 {
 		return errno
 	}
-	img := t.index().ImageByDigest(digest.Digest(name))
+	ix := t.index()
+	img := ix.ImageByDigest(digest.Digest(name))
 	if img == nil {
 		return t.refuseWrite(op, p, syscall.ENOENT, "no image has this digest")
+	}
+	if holders := ix.ManifestHolders(digest.Digest(name)); len(holders) > 1 {
+		ids := make([]string, len(holders))
+		for i, h := range holders {
+			ids[i] = h.ID
+		}
+		return t.refuseWrite(op, p, syscall.EINVAL, "%d images have this manifest (manifest lists of the same instances): %s; "+
+			"remove one with rmdir images/<id>", len(holders), strings.Join(ids, ", "))
 	}
 	if err := t.change(ctx, w, "digests", func() error { return w.RemoveImage(img.ID) }); err != nil {
 		return t.writeErrno(ctx, op, p, err)

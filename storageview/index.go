@@ -109,9 +109,6 @@ func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
 		for _, n := range img.Names {
 			claim(ix.imageByName, n, img)
 		}
-		for _, d := range img.Digests {
-			claim(ix.imageByDigest, d, img)
-		}
 		if img.Digest != "" {
 			claim(ix.imageByDigest, img.Digest, img)
 		}
@@ -121,6 +118,17 @@ func NewIndex(generation uint64, images []*Image, layers []*Layer) *Index {
 			}
 		}
 		ix.byTopLayer[img.TopLayer] = append(ix.byTopLayer[img.TopLayer], img)
+	}
+	// A digest an image recorded once (its manifest was replaced since:
+	// a list that got instances, an image copied again in another format)
+	// leads to it only when no image's manifest has that digest now: every
+	// empty list starts with the same one.
+	for _, img := range images {
+		for _, d := range img.Digests {
+			if held := ix.imageByDigest[d]; held == nil || held.Digest != d {
+				claim(ix.imageByDigest, d, img)
+			}
+		}
 	}
 	// The names of an image's other copies lead to it too, unless the
 	// lookup meets another image of that name first.
@@ -202,6 +210,20 @@ func (ix *Index) ImageByName(name string) *Image { return ix.imageByName[name] }
 
 // ImageByDigest returns the image holding this manifest digest.
 func (ix *Index) ImageByDigest(d digest.Digest) *Image { return ix.imageByDigest[d] }
+
+// ManifestHolders lists the images whose manifest has digest d now (their
+// Digest). Only manifest lists can share one (images with one manifest
+// have one config, so one ID): lists of the same instances, every empty
+// list.
+func (ix *Index) ManifestHolders(d digest.Digest) []*Image {
+	var out []*Image
+	for _, img := range ix.Images {
+		if img.Digest == d {
+			out = append(out, img)
+		}
+	}
+	return out
+}
 
 // ImagesByTopLayer returns the images whose top layer is layerID ("" for
 // images without layers), in the store's own order. The slice is shared.

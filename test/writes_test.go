@@ -15,6 +15,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -773,5 +774,64 @@ func TestWritesAllowOther(t *testing.T) {
 	})
 	if after := e.podmanImages(); after != before {
 		t.Errorf("another user changed the store")
+	}
+}
+
+// TestWritesDigestsOfLists: every empty manifest list podman makes has the
+// same manifest, which a list keeps as a recorded digest once it has
+// instances. digests/ leads to the list whose manifest has the digest now;
+// removing a digest that is the manifest of several lists is refused, since
+// it cannot tell which one is meant.
+func TestWritesDigestsOfLists(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	create := func(name string) string { // podman prints the list's ID
+		return strings.TrimSpace(e.s.PodmanOutput(t, "manifest", "create", name))
+	}
+	full := create("localhost/full:1")
+	e.s.PodmanOutput(t, "manifest", "add", "localhost/full:1", "containers-storage:"+e.base.ID)
+	empty1, empty2 := create("localhost/empty:1"), create("localhost/empty:2")
+
+	emptyDigest := func() string {
+		b, err := os.ReadFile(e.p("images/" + empty1 + "/digest"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	var d string
+	eventually(t, "the lists in the tree", func() error {
+		if _, err := os.Stat(e.p("images/" + empty2)); err != nil {
+			return err
+		}
+		d = emptyDigest()
+		return nil
+	})
+	if info, err := os.ReadFile(e.p("images/" + full + "/inspect.json")); err != nil || !strings.Contains(string(info), d) {
+		t.Fatalf("the full list does not record the empty manifest's digest %s (%v): the test's premise is gone\n%s", d, err, info)
+	}
+	target, err := os.Readlink(e.p("digests/" + d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := path.Base(target); id != empty1 && id != empty2 {
+		t.Errorf("digests/%s -> %s, want one of the empty lists %s, %s, not the full list %s", d, target, empty1, empty2, full)
+	}
+	e.refused("rm digests/ of the manifest of two lists", syscall.EINVAL, "/digests/"+d, func() error {
+		return os.Remove(e.p("digests/" + d))
+	})
+
+	// With one empty list left, the digest is its own.
+	if err := os.Remove(e.p("images/" + empty2)); err != nil {
+		t.Fatalf("rmdir images/<second empty list>: %v", err)
+	}
+	if err := os.Remove(e.p("digests/" + d)); err != nil {
+		t.Fatalf("rm digests/ of the one empty list: %v", err)
+	}
+	got := e.repoTags()
+	if _, ok := got[empty1]; ok {
+		t.Errorf("the empty list is still there: %v", got)
+	}
+	if _, ok := got[full]; !ok {
+		t.Errorf("rm digests/<empty manifest> removed the full list too: %v", got)
 	}
 }
