@@ -210,8 +210,11 @@ func (s *Stack) finish(e *Entry, st *Stat) *Stat {
 	if s.override[e.Layer] {
 		applyOverride(st, s.BackingPath(e))
 	}
-	if len(e.chain) > 1 {
-		st.Nlink = 1 // overlayfs does not count the subdirectories of merged directories
+	// overlayfs does not count the subdirectories of merged directories,
+	// and containers/storage mounts an image of one layer with an empty
+	// directory as a second lower one: its root is merged too.
+	if len(e.chain) > 1 || e == s.root && !s.raw && !s.layers[e.Layer].Full {
+		st.Nlink = 1
 	}
 	e.stat.Store(st)
 	return st

@@ -487,3 +487,34 @@ func TestOpaqueRootFuseOverlayfs(t *testing.T) {
 		}
 	}
 }
+
+// TestOneLayerRootNlink: containers/storage mounts an image of one layer
+// with an empty directory as a second lower one (lowerdir=diff:empty), so
+// the kernel's overlayfs merges its root and counts it 1 link; the root of
+// a one-layer stack does too. A raw (diff/) tree shows the real count.
+func TestOneLayerRootNlink(t *testing.T) {
+	l := uniontest.NewLayer(t, t.TempDir(), "l0", false)
+	l.Dirs("a", "b")
+	l.Stamp()
+	empty := t.TempDir()
+	mnt := uniontest.KernelMount(t, []union.Layer{{ID: "empty", Path: empty}, {ID: "l0", Path: l.Dir}})
+	var kernel unix.Stat_t
+	if err := unix.Lstat(mnt, &kernel); err != nil {
+		t.Fatal(err)
+	}
+	layer := union.Layer{ID: "l0", Path: l.Dir}
+	for _, raw := range []bool{false, true} {
+		s, err := union.NewStack([]union.Layer{layer}, nil)
+		want := uint32(kernel.Nlink)
+		if raw {
+			s, err = union.NewRaw(layer, nil)
+			want = 4 // ., .., a/.., b/..
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := stat(t, s, s.Root()).Nlink; got != want {
+			t.Errorf("raw %v: root nlink %d, want %d", raw, got, want)
+		}
+	}
+}
