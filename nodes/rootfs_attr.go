@@ -20,23 +20,23 @@ const RootfsInoBase = uint64(1) << 62
 
 // ino is the inode number of e in this tree. Directories are merged per
 // image, so they are numbered by tree and path. Other files are numbered
-// by the backing inode (layer ID, device, inode), so the names of one
-// inode (hardlinks) share a number, as overlayfs shows them, and an image's
-// file is one inode whichever image it is reached from.
+// by tree and backing inode (layer ID, device, inode), so the names of one
+// inode (hardlinks) share a number, as overlayfs shows them, while a file
+// two images share through a layer is a file of each: every image's
+// rootfs/ is a file system of its own, as each podman image mount is, and
+// du, tar or cp -a of several images must not take it for a hardlink.
 func (t *rootfsTree) ino(e *union.Entry) uint64 {
 	if e.IsDir() {
 		return rootfsDirIno(t.key, e.Path)
 	}
 	h := fnv.New64a()
-	kind := byte('f')
-	if t.stack.Raw() {
-		kind = 'r' // shown raw under diff/: other attributes and xattrs
-	}
+	h.Write([]byte(t.key))
+	h.Write([]byte{0})
 	if e.Layer >= 0 {
 		h.Write([]byte(t.stack.Layers()[e.Layer].ID))
 	}
 	var b [17]byte
-	b[0] = kind
+	b[0] = 'f'
 	binary.LittleEndian.PutUint64(b[1:], e.Dev)
 	binary.LittleEndian.PutUint64(b[9:], e.Ino)
 	h.Write(b[:])

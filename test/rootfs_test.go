@@ -476,3 +476,50 @@ func TestLayerDirectoryGone(t *testing.T) {
 		}
 	}
 }
+
+// TestRootfsImagesApart: each image's rootfs/ is a tree of its own, as each
+// `podman image mount` is a file system of its own: a file two images share
+// through a layer has an inode number in each (its hardlinks share the
+// image's), so du, tar and cp -a given several images do not take one's
+// files for hardlinks of the other's.
+func TestRootfsImagesApart(t *testing.T) {
+	testenv.RequireFUSE(t)
+	s := fixture.NewStore(t, "overlay")
+	base := fixture.Layer{Entries: []fixture.Entry{
+		fixture.File("bin/busybox", strings.Repeat("b", 64<<10), fixture.Mode(0o755)), fixture.Hardlink("bin/ls", "bin/busybox"),
+	}}
+	a := s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{base}})
+	b := s.Add(t, fixture.Image{Names: []string{"localhost/b:1"}, Layers: []fixture.Layer{base, {Entries: []fixture.Entry{fixture.File("b", "b\n")}}}})
+	mnt := rootfsMount(t, newTestStore(t, s))
+	rootA, rootB := filepath.Join(mnt, "images", a.ID, "rootfs"), filepath.Join(mnt, "images", b.ID, "rootfs")
+	ino := func(p string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	for _, root := range []string{rootA, rootB} {
+		if ino(root+"/bin/busybox") != ino(root+"/bin/ls") {
+			t.Errorf("%s: the hardlinks bin/busybox and bin/ls have different inode numbers", root)
+		}
+	}
+	if ino(rootA+"/bin/busybox") == ino(rootB+"/bin/busybox") {
+		t.Errorf("bin/busybox has one inode number in both images")
+	}
+	du := func(dirs ...string) []string {
+		out, err := exec.Command("du", append([]string{"-sk"}, dirs...)...).Output()
+		if err != nil {
+			t.Fatalf("du %v: %v", dirs, err)
+		}
+		var sizes []string
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			sizes = append(sizes, strings.Fields(line)[0])
+		}
+		return sizes
+	}
+	alone := du(rootB)
+	if both := du(rootA, rootB); both[1] != alone[0] {
+		t.Errorf("du -s of both images counts %s KiB for the second, %s KiB alone", both[1], alone[0])
+	}
+}
