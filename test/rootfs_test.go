@@ -523,3 +523,48 @@ func TestRootfsImagesApart(t *testing.T) {
 		t.Errorf("du -s of both images counts %s KiB for the second, %s KiB alone", both[1], alone[0])
 	}
 }
+
+// fsNodumpFl is FS_NODUMP_FL, chattr's d.
+const fsNodumpFl = 0x40
+
+// TestRootfsFileFlags: lsattr's ioctl (FS_IOC_GETFLAGS) answers with the
+// layer file's flags, as the kernel's overlayfs passes them on.
+func TestRootfsFileFlags(t *testing.T) {
+	testenv.RequireFUSE(t)
+	s := fixture.NewStore(t, "overlay")
+	added := s.Add(t, rootfsImage(0))
+	flags := func(p string) (uint32, error) {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, err
+		}
+		defer unix.Close(fd)
+		return unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	}
+	// chattr +d (nodump) on the layer's own copy of bin/busybox.
+	diff, err := s.DiffDir(added.LayerIDs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(filepath.Join(diff, "bin/busybox"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, fsNodumpFl)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatalf("chattr +d on the layer's file: %v", err)
+	}
+	mnt := rootfsMount(t, newTestStore(t, s))
+	kernel := storeMount(t, s, added.ID)
+	if f, err := flags(filepath.Join(kernel, "bin/busybox")); err != nil || f&fsNodumpFl == 0 {
+		t.Fatalf("the kernel's overlayfs shows flags %#x, %v for bin/busybox: the test's premise is gone", f, err)
+	}
+	for _, p := range []string{"", "etc", "etc/passwd", "bin/busybox", "opq", "big"} {
+		want, werr := flags(filepath.Join(kernel, p))
+		got, err := flags(filepath.Join(mnt, "images", added.ID, "rootfs", p))
+		if err != nil || werr != nil || got != want {
+			t.Errorf("/%s: flags %#x, %v; the kernel's overlayfs says %#x, %v", p, got, err, want, werr)
+		}
+	}
+}
