@@ -368,10 +368,7 @@ func TestCLIAlreadyMounted(t *testing.T) {
 		t.Errorf("imagefs processes for %s = %v, want only %d", mp, got, pid)
 	}
 	checkTree(t, mp, added.ID)
-	if r := e.run(60*time.Second, "umount", mp); r.code != 0 {
-		t.Fatalf("umount: %d %s", r.code, r.stderr)
-	}
-	waitGone(t, pid, 5*time.Second)
+	e.umount(mp, pid)
 }
 
 // TestCLIKilledServer: after the server is killed, a new mount names the
@@ -396,10 +393,7 @@ func TestCLIKilledServer(t *testing.T) {
 	}
 	pid = e.mountBackground(mp)
 	checkTree(t, mp, added.ID)
-	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
-		t.Fatalf("umount: %d %s", r.code, r.stderr)
-	}
-	waitGone(t, pid, 5*time.Second)
+	e.umount(mp, pid)
 }
 
 // TestCLIDeadForeignMount: over a dead FUSE mount of another file system
@@ -446,10 +440,7 @@ func TestCLIRecordedDriver(t *testing.T) {
 	t.Cleanup(func() { unmountRetry(t, mp) })
 	pid := serverPid(t, e.bin, mp)
 	checkTree(t, mp, added.ID)
-	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
-		t.Fatalf("umount: %d %s", r.code, r.stderr)
-	}
-	waitGone(t, pid, 5*time.Second)
+	e.umount(mp, pid)
 
 	r = e.run(60*time.Second, "mount", "--root", e.store.GraphRoot, "--runroot", e.store.RunRoot, "--storage-driver", "vfs", mp)
 	oneErrorLine(t, "mount with another driver", r, "holds images of the overlay driver, none of vfs: give --storage-driver overlay")
@@ -547,10 +538,7 @@ func TestCLIRemoveImageOnAdditionalLayer(t *testing.T) {
 	if out := podman(append(flags(rw, "--storage-opt", addl), "images", "-a", "--format", "{{.ReadOnly}} {{.Names}}")...); out != "true [localhost/a:1]" {
 		t.Errorf("podman images after the removal: %q", out)
 	}
-	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
-		t.Fatalf("umount: %d %s", r.code, r.stderr)
-	}
-	waitGone(t, pid, 10*time.Second) // it has shut the store down (and its driver's mount)
+	e.umount(mp, pid) // it has shut the store down (and its driver's mount)
 }
 
 // TestCLIVersion: `imagefs version` names itself and the pinned libraries.
@@ -664,10 +652,7 @@ func TestCLIReadOnlyStore(t *testing.T) {
 	if err := os.Remove(filepath.Join(mp, "names", "localhost", "cli", "hello:1")); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("rm of a name of the read-only store: %v, want EROFS", err)
 	}
-	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
-		t.Fatalf("umount: %d %s", r.code, r.stderr)
-	}
-	waitGone(t, pid, 10*time.Second)
+	e.umount(mp, pid)
 }
 
 // TestCLILogGuard: the server's log keeps one line per refusal whatever

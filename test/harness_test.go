@@ -222,6 +222,16 @@ func (e *cliEnv) mountBackground(mp string, extra ...string) int {
 	return pid
 }
 
+// umount runs `imagefs umount mp` and requires it to succeed and the
+// server pid to have exited after it (so it has closed the store).
+func (e *cliEnv) umount(mp string, pid int) {
+	e.t.Helper()
+	if r := e.run(60*time.Second, "umount", mp); r.code != 0 {
+		e.t.Fatalf("imagefs umount: exit %d: %s", r.code, r.stderr)
+	}
+	waitGone(e.t, pid, 10*time.Second)
+}
+
 // isImagefsMount reports whether mp is (topmost) a fuse.imagefs mount,
 // read from /proc/self/mountinfo.
 func isImagefsMount(t testing.TB, mp string) bool {
