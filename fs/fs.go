@@ -59,8 +59,6 @@ type Options struct {
 	// Log receives one line per refused operation or internal error, and
 	// the FUSE debug output. Nil means log.Default().
 	Log *log.Logger
-	// UID and GID own every node (0 by default).
-	UID, GID uint32
 	// MaxReadAhead caps the kernel read-ahead per file; 0 = kernel default.
 	MaxReadAhead int
 	// EntryTimeout, AttrTimeout, NegativeTimeout override the defaults above
@@ -189,8 +187,6 @@ func fuseOptions(o Options, logger *log.Logger) *fusefs.Options {
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
 		RootStableAttr:  &fusefs.StableAttr{Ino: nodes.RootIno, Mode: syscall.S_IFDIR},
-		UID:             o.UID,
-		GID:             o.GID,
 		Logger:          logger,
 	}
 }

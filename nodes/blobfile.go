@@ -116,7 +116,7 @@ func (f *blobFile) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr
 	if st.mtime.After(mtime) {
 		mtime = st.mtime
 	}
-	setAttr(a, f.ino, fileMode, 1, uint64(len(data)), mtime)
+	f.t.setAttr(a, f.ino, fileMode, 1, uint64(len(data)), mtime)
 	return 0
 }
 

@@ -25,7 +25,7 @@ func (d *digestsDir) timeouts() (time.Duration, time.Duration) {
 }
 
 func (d *digestsDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
-	fixedDirAttr(d.t, ix, a, digestsIno, 0)
+	fixedDirAttr(d.t, ix, a, digestsIno, d.t.changeableDir(), 0)
 	return 0
 }
 

@@ -147,7 +147,7 @@ func (d *imageDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr
 			subdirs++
 		}
 	}
-	setAttr(a, imageIno(d.id), dirMode, uint32(2+subdirs), 0, d.t.timeOr(ix, img.Created))
+	d.t.setAttr(a, imageIno(d.id), dirMode, uint32(2+subdirs), 0, d.t.timeOr(ix, img.Created))
 	return 0
 }
 

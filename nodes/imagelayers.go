@@ -55,7 +55,7 @@ func (d *imageLayersDir) attr(ctx context.Context, ix *storageview.Index, a *fus
 	if !ok {
 		return syscall.ENOENT
 	}
-	setAttr(a, d.stable().Ino, dirMode, 2, 0, d.t.timeOr(ix, img.Created))
+	d.t.setAttr(a, d.stable().Ino, dirMode, 2, 0, d.t.timeOr(ix, img.Created))
 	return 0
 }
 

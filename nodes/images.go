@@ -26,7 +26,7 @@ func (d *imagesDir) timeouts() (time.Duration, time.Duration) {
 }
 
 func (d *imagesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
-	fixedDirAttr(d.t, ix, a, imagesIno, len(ix.Images))
+	fixedDirAttr(d.t, ix, a, imagesIno, d.t.changeableDir(), len(ix.Images))
 	return 0
 }
 

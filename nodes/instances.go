@@ -68,7 +68,7 @@ func (d *instancesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.
 	if img == nil {
 		return syscall.ENOENT
 	}
-	setAttr(a, d.stable().Ino, dirMode, 2, 0, d.t.timeOr(ix, img.Created))
+	d.t.setAttr(a, d.stable().Ino, dirMode, 2, 0, d.t.timeOr(ix, img.Created))
 	return 0
 }
 

@@ -95,7 +95,7 @@ func (d *layerDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr
 			subdirs++
 		}
 	}
-	setAttr(a, layerIno(d.id), dirMode, uint32(2+subdirs), 0, d.t.timeOr(ix, l.Created))
+	d.t.setAttr(a, layerIno(d.id), dirMode, uint32(2+subdirs), 0, d.t.timeOr(ix, l.Created))
 	return 0
 }
 

@@ -190,8 +190,9 @@ var _ = (fusefs.NodeGetattrer)((*layerChangesFile)(nil))
 
 // Getattr gives the exact size, computing the changes on first use. A
 // list naming what lies in directories others may not read (a 0700
-// /root) is root's alone: with --allow-other it would tell others the
-// names that the image's modes keep from them in rootfs/ and diff/.
+// /root) is the mounting user's alone: with --allow-other it would tell
+// others the names that the image's modes keep from them in rootfs/ and
+// diff/.
 func (f *layerChangesFile) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	b, hidden, err := f.r.changesOf(f.layerID)
 	if err != nil {
@@ -201,6 +202,7 @@ func (f *layerChangesFile) Getattr(ctx context.Context, fh fusefs.FileHandle, ou
 	if hidden {
 		out.Mode = syscall.S_IFREG | 0o400 // -r--------
 	}
+	out.Owner = f.r.owner
 	out.Nlink = 1
 	out.Size = uint64(len(b))
 	if l := f.r.store.Index().Layer(f.layerID); l != nil && !l.Created.IsZero() {

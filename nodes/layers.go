@@ -24,7 +24,7 @@ func (d *layersDir) timeouts() (time.Duration, time.Duration) {
 }
 
 func (d *layersDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
-	fixedDirAttr(d.t, ix, a, layersIno, len(ix.Layers))
+	fixedDirAttr(d.t, ix, a, layersIno, dirMode, len(ix.Layers))
 	return 0
 }
 

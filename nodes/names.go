@@ -56,9 +56,9 @@ func (d *namesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr
 	nd := d.t.nameDir(ix, d.path)
 	switch {
 	case nd != nil:
-		fixedDirAttr(d.t, ix, a, d.stable().Ino, len(nd.Dirs))
+		fixedDirAttr(d.t, ix, a, d.stable().Ino, d.t.changeableDir(), len(nd.Dirs))
 	case d.t.isPending(d.pathString()):
-		fixedDirAttr(d.t, ix, a, d.stable().Ino, len(d.t.pendingChildren(d.pathString())))
+		fixedDirAttr(d.t, ix, a, d.stable().Ino, d.t.changeableDir(), len(d.t.pendingChildren(d.pathString())))
 	default:
 		return syscall.ENOENT
 	}

@@ -65,7 +65,7 @@ func (r *rootDir) timeouts() (time.Duration, time.Duration) {
 }
 
 func (r *rootDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
-	setAttr(a, RootIno, dirMode, 2+4, 0, r.t.fixedTime(ix))
+	r.t.setAttr(a, RootIno, dirMode, 2+4, 0, r.t.fixedTime(ix))
 	return 0
 }
 
@@ -94,7 +94,7 @@ func (r *rootDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 	return listing(r.EmbeddedInode(), ents), 0
 }
 
-// fixedDir attributes: the directories of the root.
-func fixedDirAttr(t *tree, ix *storageview.Index, a *fuse.Attr, ino uint64, subdirs int) {
-	setAttr(a, ino, dirMode, uint32(2+subdirs), 0, t.fixedTime(ix))
+// fixedDir attributes: the directories of the root and names/…
+func fixedDirAttr(t *tree, ix *storageview.Index, a *fuse.Attr, ino uint64, mode uint32, subdirs int) {
+	t.setAttr(a, ino, mode, uint32(2+subdirs), 0, t.fixedTime(ix))
 }

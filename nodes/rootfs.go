@@ -30,6 +30,7 @@ type Rootfs struct {
 	store Store
 	cache *union.Cache
 	log   *log.Logger
+	owner fuse.Owner
 
 	files backingFiles // layer files kept open between reads
 
@@ -70,6 +71,8 @@ type RootfsOptions struct {
 	MaxInodes int
 	// Log receives refusals, fallbacks and errors; nil is log.Default().
 	Log *log.Logger
+	// Owner owns the layers' changes files (the user who mounted).
+	Owner fuse.Owner
 }
 
 // NewRootfs returns the rootfs/diff server of a mount over store.
@@ -85,6 +88,7 @@ func NewRootfs(store Store, o RootfsOptions) *Rootfs {
 		store:   store,
 		cache:   union.NewCache(o.CacheEntries),
 		log:     l,
+		owner:   o.Owner,
 		changes: make(map[string]*changeSet),
 		mounts:  make(map[string]string),
 		trees:   make(map[*rootfsTree]struct{}),

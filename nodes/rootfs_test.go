@@ -348,7 +348,7 @@ func TestLayerDiffAndChanges(t *testing.T) {
 }
 
 // TestLayerChangesHiddenNames: a changes file that names what lies in a
-// directory others may not read (a 0700 /root) is root's alone, since
+// directory others may not read (a 0700 /root) is the mounting user's alone, since
 // with --allow-other it would tell others what the image's modes keep
 // from them in rootfs/.
 func TestLayerChangesHiddenNames(t *testing.T) {

@@ -37,7 +37,7 @@ func (l *symlink) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr)
 	if !ok {
 		return syscall.ENOENT
 	}
-	setAttr(a, l.ino, linkMode, 1, uint64(len(target)), mtime)
+	l.t.setAttr(a, l.ino, linkMode, 1, uint64(len(target)), mtime)
 	return 0
 }
 

@@ -3,6 +3,7 @@ package nodes
 import (
 	"context"
 	"log"
+	"os"
 	"sort"
 	"sync"
 	"syscall"
@@ -16,9 +17,13 @@ import (
 
 // Modes of the read-side tree.
 const (
-	dirMode  = syscall.S_IFDIR | 0o555 // dr-xr-xr-x
-	fileMode = syscall.S_IFREG | 0o444 // -r--r--r--
-	linkMode = syscall.S_IFLNK | 0o777 // lrwxrwxrwx
+	dirMode = syscall.S_IFDIR | 0o555 // dr-xr-xr-x
+	// The directories whose entries writes add and remove (names/…,
+	// images/, digests/), when the store may be changed: the kernel
+	// checks the owner's w bit before it passes a change on.
+	changeableDirMode = syscall.S_IFDIR | 0o755 // drwxr-xr-x
+	fileMode          = syscall.S_IFREG | 0o444 // -r--r--r--
+	linkMode          = syscall.S_IFLNK | 0o777 // lrwxrwxrwx
 )
 
 // Default kernel cache times (Options).
@@ -33,6 +38,9 @@ type Options struct {
 	// Log gets one line per refused operation and per internal error
 	// (with the cause of the EIO). Nil is log.Default().
 	Log *log.Logger
+	// Owner is the user who mounted: the tree is theirs, and only they
+	// and root may change it. Nil is this process's user.
+	Owner *fuse.Owner
 	// EntryTimeout is how long the kernel may cache names in directories
 	// that change (images/, names/, digests/, layers/, an image's own
 	// entry); DefaultEntryTimeout when 0.
@@ -53,6 +61,10 @@ type Options struct {
 type tree struct {
 	store Store
 	log   *log.Logger
+	owner fuse.Owner // of every entry outside rootfs/ and diff/
+
+	// changeable: the store may be changed through the tree.
+	changeable bool
 
 	entryTimeout, attrTimeout, immutableTimeout time.Duration
 
@@ -79,6 +91,13 @@ func newTree(store Store, o Options) *tree {
 		attrTimeout:      o.AttrTimeout,
 		immutableTimeout: o.ImmutableTimeout,
 		mounted:          time.Now(),
+		owner:            fuse.Owner{Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid())},
+	}
+	if o.Owner != nil {
+		t.owner = *o.Owner
+	}
+	if w, ok := store.(Writer); ok {
+		t.changeable = w.Writable() == nil
 	}
 	if t.log == nil {
 		t.log = log.Default()
@@ -92,7 +111,7 @@ func newTree(store Store, o Options) *tree {
 	if t.immutableTimeout == 0 {
 		t.immutableTimeout = DefaultImmutableTimeout
 	}
-	t.rootfs = NewRootfs(store, RootfsOptions{Log: t.log, CacheEntries: o.RootfsCacheEntries})
+	t.rootfs = NewRootfs(store, RootfsOptions{Log: t.log, CacheEntries: o.RootfsCacheEntries, Owner: t.owner})
 	return t
 }
 
@@ -131,7 +150,16 @@ func (t *tree) timeOr(ix *storageview.Index, tm time.Time) time.Time {
 }
 
 // setAttr fills the attributes every node kind shares.
-func setAttr(a *fuse.Attr, ino uint64, mode uint32, nlink uint32, size uint64, mtime time.Time) {
+// changeableDir is the mode of a directory whose entries writes change.
+func (t *tree) changeableDir() uint32 {
+	if t.changeable {
+		return changeableDirMode
+	}
+	return dirMode
+}
+
+func (t *tree) setAttr(a *fuse.Attr, ino uint64, mode uint32, nlink uint32, size uint64, mtime time.Time) {
+	a.Owner = t.owner
 	a.Ino = ino
 	a.Mode = mode
 	a.Nlink = nlink

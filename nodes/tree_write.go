@@ -141,21 +141,20 @@ func (t *tree) keepDirs(name string) {
 }
 
 // mayChange tells whether the caller of a change may make it: root and
-// the user who mounted (the serving process's user). Under allow_other
-// everybody else only reads.
-func mayChange(ctx context.Context) bool {
+// the user who mounted. Under allow_other everybody else only reads.
+func (t *tree) mayChange(ctx context.Context) bool {
 	c, ok := fuse.FromContext(ctx)
 	if !ok {
 		return true // not from the kernel (a unit test calling a node)
 	}
-	return c.Uid == 0 || c.Uid == uint32(os.Geteuid())
+	return c.Uid == 0 || c.Uid == t.owner.Uid
 }
 
 // writer checks that the caller may change the tree and that the store can
 // be changed, and returns the store's write side; otherwise it logs the
 // refusal and returns the errno.
 func (t *tree) writer(ctx context.Context, op, p string) (Writer, syscall.Errno) {
-	if !mayChange(ctx) {
+	if !t.mayChange(ctx) {
 		uid := uint32(0)
 		if c, ok := fuse.FromContext(ctx); ok {
 			uid = c.Uid

@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"github.com/imagefs/imagefs/fs"
 	"github.com/imagefs/imagefs/internal/fixture"
 	"github.com/imagefs/imagefs/internal/testenv"
@@ -833,5 +835,82 @@ func TestWritesDigestsOfLists(t *testing.T) {
 	}
 	if _, ok := got[full]; !ok {
 		t.Errorf("rm digests/<empty manifest> removed the full list too: %v", got)
+	}
+}
+
+// TestWritesByMountingUser: a mount made by a user other than root is that
+// user's: the directories writes change are theirs and writable (drwxr-xr-x),
+// so the kernel passes their ln -s, rm, mv, mkdir and rmdir on, and each
+// does what podman does. (The server here runs as root, mounting for user
+// nobody; allow_other lets nobody in, as the mounting user always is.)
+func TestWritesByMountingUser(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequirePodman(t)
+	dir, err := os.MkdirTemp("/tmp", "ifsmu") // reachable by nobody
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	testenv.NoMountsLeft(t, dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := fixture.NewStore(t, "vfs")
+	base, tool, _, lone := writesImages(s, t)
+	logs := &logBuf{}
+	v := openWritesView(t, s, storageview.Options{}, logs)
+	nobody := fuse.Owner{Uid: 65534, Gid: 65534}
+	srv, err := fs.Mount(mnt, v, fs.Options{AllowOther: true, Log: log.New(logs, "", 0), NodeOptions: nodes.Options{Owner: &nobody}})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(false); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	e := &wenv{t: t, s: s, v: v, mnt: mnt, logs: logs, base: base}
+	for _, p := range []string{"names", "names/localhost", "images", "digests"} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(e.p(p), &st); err != nil || st.Uid != nobody.Uid || st.Gid != nobody.Gid || st.Mode != syscall.S_IFDIR|0o755 {
+			t.Errorf("%s: owner %d:%d mode %o, %v; want the mounting user's, drwxr-xr-x", p, st.Uid, st.Gid, st.Mode, err)
+		}
+	}
+	as := func(uid uint32, args ...string) error {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	// Another user still may not.
+	if err := as(65533, "ln", "-s", "../../images/"+base.ID, e.p("names/localhost/other:1")); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+		t.Errorf("ln -s by another user: %v, want Permission denied", err)
+	}
+	for _, args := range [][]string{
+		{"ln", "-s", "../../images/" + base.ID, e.p("names/localhost/mine:1")},
+		{"mkdir", "-p", e.p("names/quay.io/me")},
+		{"mv", "-T", e.p("names/localhost/mine:1"), e.p("names/quay.io/me/mine:2")},
+		{"rm", e.p("names/localhost/app:1")},
+		{"rmdir", e.p("images/" + tool.ID)},
+		{"rm", e.p("digests/" + lone.ManifestDigest.String())},
+	} {
+		if err := as(nobody.Uid, args...); err != nil {
+			t.Errorf("%v by the mounting user: %v", args, err)
+		}
+	}
+	got := e.repoTags()
+	if want := []string{"docker.io/library/alpine:3.19", "quay.io/me/mine:2"}; !slices.Equal(got[base.ID], want) {
+		t.Errorf("podman shows %v for the tagged image, want %v", got[base.ID], want)
+	}
+	for _, id := range []string{tool.ID, lone.ID} {
+		if _, ok := got[id]; ok {
+			t.Errorf("image %s is still there: %v", id[:12], got)
+		}
 	}
 }
