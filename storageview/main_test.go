@@ -20,6 +20,10 @@ func TestMain(m *testing.M) {
 	if reexec.Init() {
 		return
 	}
+	if p := os.Getenv(removeAsHelperEnv); p != "" {
+		removeAsHelper(p)
+		return
+	}
 	os.Exit(m.Run())
 }
 

@@ -62,6 +62,11 @@ func (m *mutator) deleteImage(id string) error {
 			return fmt.Errorf("%w: image used by %s (recorded in the graph root, where podman 4.3 keeps containers of a transient store)", ErrInUse, short(users[0]))
 		}
 	}
+	if img, err := m.store.Image(id); err == nil {
+		if err := m.checkLayersRemovable(img); err != nil {
+			return err
+		}
+	}
 	if m.deleting != nil {
 		m.deleting(id)
 	}

@@ -1,0 +1,141 @@
+package storageview
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/imagefs/imagefs/internal/fixture"
+	"github.com/imagefs/imagefs/internal/testenv"
+)
+
+// removeAsHelperEnv makes the test binary a helper that removes one image
+// (removeAsHelper), run as another user by TestRemoveAsNonRoot.
+const removeAsHelperEnv = "STORAGEVIEW_REMOVE_AS"
+
+type removeRequest struct{ GraphRoot, RunRoot, Driver, ImageID string }
+
+// removeAsHelper opens the store the JSON request names, removes the
+// image and prints "ok" or the error.
+func removeAsHelper(req string) {
+	var r removeRequest
+	if err := json.Unmarshal([]byte(req), &r); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(0)
+	}
+	v, err := Open(Options{GraphRoot: r.GraphRoot, RunRoot: r.RunRoot, Driver: r.Driver})
+	if err == nil {
+		err = v.RemoveImage(r.ImageID)
+		if cerr := v.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Println("error:", err)
+	} else {
+		fmt.Println("ok")
+	}
+	os.Exit(0)
+}
+
+// TestRemoveAsNonRoot: a server that is not root removes an image only
+// when it can delete all of the image's layers. A rootless store holds
+// files of its user namespace's other users, which podman deletes as root
+// of that namespace; outside it the deletion would stop half way through a
+// layer. Such a removal is refused and changes nothing; others work.
+func TestRemoveAsNonRoot(t *testing.T) {
+	testenv.RequireRoot(t) // to give the store to another user
+	s := fixture.NewStore(t, "vfs")
+	locked := s.Add(t, fixture.Image{Names: []string{"localhost/locked:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{
+		fixture.Dir("home"), fixture.Dir("home/u", fixture.Mode(0o700)), fixture.File("home/u/secret", "s\n"),
+	}}}})
+	plain := s.Add(t, fixture.Image{Names: []string{"localhost/plain:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{
+		fixture.File("etc/plain", "p\n"),
+	}}}})
+	s.Close()
+	const user = 65534
+	// The store is the user's, but for the locked image's home/u, which
+	// stays root's (as a container user's directory is a subuid's on disk).
+	for _, root := range []string{s.GraphRoot, s.RunRoot} {
+		for dir := filepath.Dir(root); dir != "/"; dir = filepath.Dir(dir) {
+			var st syscall.Stat_t
+			if syscall.Stat(dir, &st) == nil && st.Mode&0o001 == 0 {
+				if err := os.Chmod(dir, os.FileMode(st.Mode&0o777|0o001)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", user, user), root).CombinedOutput(); err != nil {
+			t.Fatalf("chown: %v %s", err, out)
+		}
+		if out, err := exec.Command("chmod", "-R", "u+w", root).CombinedOutput(); err != nil { // the fixture's dirs are 0555
+			t.Fatalf("chmod: %v %s", err, out)
+		}
+	}
+	secretDir := filepath.Join(s.GraphRoot, "vfs", "dir", locked.LayerIDs[0], "home", "u")
+	if err := os.Lchown(secretDir, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The test binary, where the user can run it.
+	binDir, err := os.MkdirTemp("", "bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(binDir) })
+	bin := filepath.Join(binDir, "storageview.test")
+	if out, err := exec.Command("cp", os.Args[0], bin).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	if err := os.Chmod(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	xdg := filepath.Join(binDir, "xdg")
+	if err := os.Mkdir(xdg, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(xdg, user, user); err != nil {
+		t.Fatal(err)
+	}
+	removeAs := func(id string) string {
+		req, _ := json.Marshal(removeRequest{s.GraphRoot, s.RunRoot, "vfs", id})
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(), removeAsHelperEnv+"="+string(req), "XDG_RUNTIME_DIR="+xdg, "HOME=/nonexistent",
+			"CONTAINERS_STORAGE_CONF=/dev/null")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: user, Gid: user}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("helper: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+
+	out := removeAs(locked.ID)
+	if !strings.Contains(out, "only the store's user namespace can remove it") || !strings.Contains(out, secretDir) {
+		t.Errorf("removing the image with a directory the user may not empty: %q, want a refusal naming %s", out, secretDir)
+	}
+	if _, err := os.Stat(filepath.Join(secretDir, "secret")); err != nil {
+		t.Errorf("the refused removal deleted files: %v", err)
+	}
+	if out := removeAs(plain.ID); out != "ok" {
+		t.Errorf("removing an image the user may delete: %q", out)
+	}
+	s.Store.Free()
+	var v *View
+	v, err = Open(Options{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: "vfs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	ix := v.Index()
+	if ix.ImageByID(locked.ID) == nil || ix.Layer(locked.LayerIDs[0]) == nil {
+		t.Errorf("the refused removal changed the store: image %v, layer %v", ix.ImageByID(locked.ID), ix.Layer(locked.LayerIDs[0]))
+	}
+	if ix.ImageByID(plain.ID) != nil {
+		t.Errorf("the removed image is still there")
+	}
+}
