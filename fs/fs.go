@@ -340,18 +340,17 @@ func deadMountError(path string) error {
 	return fmt.Errorf("mountpoint %s: a dead FUSE mount is still there (run `imagefs umount %s` first)", path, path)
 }
 
-// CheckFUSE returns a one-line error unless /dev/fuse can be opened, or a
-// fusermount3 helper can do it for us.
+// CheckFUSE returns a one-line error unless this user can open /dev/fuse
+// (as fusermount3 must, for a user who is not root).
 func CheckFUSE() error {
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	if err == nil {
 		f.Close()
 		return nil
 	}
-	if _, lerr := exec.LookPath("fusermount3"); lerr == nil {
-		if _, serr := os.Stat("/dev/fuse"); serr == nil {
-			return nil // fusermount3 is setuid and opens it for us
-		}
+	if errors.Is(err, os.ErrPermission) {
+		// fusermount3 opens it as the calling user too.
+		return fmt.Errorf("FUSE is not available to uid %d: %s (the device is usually mode 0666: ask the administrator)", os.Getuid(), oneLine(err))
 	}
 	return fmt.Errorf("FUSE is not available: %s (load the fuse module, or install fuse3)", oneLine(err))
 }

@@ -80,8 +80,11 @@ func (r *Rootfs) layerErrno(what, layerID string, err error) syscall.Errno {
 		return syscall.ENOENT
 	}
 	r.log.Printf("layers/%s/%s: %v", layerID, what, err)
-	if errors.Is(err, os.ErrNotExist) {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		return syscall.ENOENT
+	case errors.Is(err, os.ErrPermission):
+		return syscall.EACCES // a server that is not root, in a rootless store
 	}
 	return syscall.EIO
 }

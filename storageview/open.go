@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"go.podman.io/storage"
 )
@@ -81,6 +83,7 @@ func Open(o Options) (*View, error) {
 	if err := followRecordedDriver(&so, o.Driver != "", logger); err != nil {
 		return nil, err
 	}
+	skipMountHome(&so)
 	st, err := storage.GetStore(so)
 	if err != nil {
 		return nil, fmt.Errorf("opening the %s store at %s: %w", driverOrDefault(so.GraphDriverName), so.GraphRoot, err)
@@ -145,6 +148,23 @@ func storeOptions(o Options) (storage.StoreOptions, error) {
 		return so, errors.New("no storage root or run root configured (set --root and --runroot)")
 	}
 	return so, nil
+}
+
+// skipMountHome keeps the overlay driver from making its home a private
+// bind mount when this process is not root: podman does that as root of
+// its user namespace, and outside one it fails (EPERM), so a rootless
+// overlay store could not be opened at all. imagefs reads layers where
+// they lie and mounts none.
+func skipMountHome(so *storage.StoreOptions) {
+	if os.Geteuid() == 0 || so.GraphDriverName != "overlay" && so.GraphDriverName != "" {
+		return
+	}
+	for _, opt := range so.GraphDriverOptions {
+		if strings.HasPrefix(opt, "overlay.skip_mount_home=") || strings.HasPrefix(opt, "skip_mount_home=") {
+			return
+		}
+	}
+	so.GraphDriverOptions = append(slices.Clone(so.GraphDriverOptions), "overlay.skip_mount_home=true")
 }
 
 // followRecordedDriver makes so use the driver whose records the graph
@@ -278,6 +298,9 @@ func (v *View) shutdown() error {
 	if errors.Is(err, storage.ErrLayerUsedByContainer) {
 		v.log.Printf("imagefs: store left to its other users: %v", err)
 		return nil
+	}
+	if errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
+		return nil // the overlay driver's umount of the home it did not mount (skipMountHome), its last step
 	}
 	if err != nil {
 		return fmt.Errorf("shutting the store down: %w", err)

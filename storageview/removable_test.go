@@ -21,7 +21,7 @@ const removeAsHelperEnv = "STORAGEVIEW_REMOVE_AS"
 type removeRequest struct{ GraphRoot, RunRoot, Driver, ImageID string }
 
 // removeAsHelper opens the store the JSON request names, removes the
-// image and prints "ok" or the error.
+// image (if it names one) and prints "ok" or the error.
 func removeAsHelper(req string) {
 	var r removeRequest
 	if err := json.Unmarshal([]byte(req), &r); err != nil {
@@ -30,7 +30,9 @@ func removeAsHelper(req string) {
 	}
 	v, err := Open(Options{GraphRoot: r.GraphRoot, RunRoot: r.RunRoot, Driver: r.Driver})
 	if err == nil {
-		err = v.RemoveImage(r.ImageID)
+		if r.ImageID != "" {
+			err = v.RemoveImage(r.ImageID)
+		}
 		if cerr := v.Close(); err == nil {
 			err = cerr
 		}
@@ -59,8 +61,45 @@ func TestRemoveAsNonRoot(t *testing.T) {
 	}}}})
 	s.Close()
 	const user = 65534
-	// The store is the user's, but for the locked image's home/u, which
-	// stays root's (as a container user's directory is a subuid's on disk).
+	giveStore(t, s, user)
+	// The locked image's home/u stays root's, as a container user's
+	// directory is a subuid's on disk.
+	secretDir := filepath.Join(s.GraphRoot, "vfs", "dir", locked.LayerIDs[0], "home", "u")
+	if err := os.Lchown(secretDir, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	asUser := helperAs(t, user)
+	removeAs := func(id string) string { return asUser(removeRequest{s.GraphRoot, s.RunRoot, "vfs", id}) }
+
+	out := removeAs(locked.ID)
+	if !strings.Contains(out, "only the store's user namespace can remove it") || !strings.Contains(out, secretDir) {
+		t.Errorf("removing the image with a directory the user may not empty: %q, want a refusal naming %s", out, secretDir)
+	}
+	if _, err := os.Stat(filepath.Join(secretDir, "secret")); err != nil {
+		t.Errorf("the refused removal deleted files: %v", err)
+	}
+	if out := removeAs(plain.ID); out != "ok" {
+		t.Errorf("removing an image the user may delete: %q", out)
+	}
+	s.Store.Free()
+	v, err := Open(Options{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: "vfs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	ix := v.Index()
+	if ix.ImageByID(locked.ID) == nil || ix.Layer(locked.LayerIDs[0]) == nil {
+		t.Errorf("the refused removal changed the store: image %v, layer %v", ix.ImageByID(locked.ID), ix.Layer(locked.LayerIDs[0]))
+	}
+	if ix.ImageByID(plain.ID) != nil {
+		t.Errorf("the removed image is still there")
+	}
+}
+
+// giveStore makes the closed store s user's (and its directories' parents
+// searchable), with its directories writable by their owner.
+func giveStore(t *testing.T, s *fixture.Store, user int) {
+	t.Helper()
 	for _, root := range []string{s.GraphRoot, s.RunRoot} {
 		for dir := filepath.Dir(root); dir != "/"; dir = filepath.Dir(dir) {
 			var st syscall.Stat_t
@@ -77,10 +116,12 @@ func TestRemoveAsNonRoot(t *testing.T) {
 			t.Fatalf("chmod: %v %s", err, out)
 		}
 	}
-	secretDir := filepath.Join(s.GraphRoot, "vfs", "dir", locked.LayerIDs[0], "home", "u")
-	if err := os.Lchown(secretDir, 0, 0); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// helperAs returns a function running removeAsHelper as user for a
+// request, returning what it printed.
+func helperAs(t *testing.T, user int) func(removeRequest) string {
+	t.Helper()
 	// The test binary, where the user can run it.
 	binDir, err := os.MkdirTemp("", "bin")
 	if err != nil {
@@ -101,41 +142,31 @@ func TestRemoveAsNonRoot(t *testing.T) {
 	if err := os.Chown(xdg, user, user); err != nil {
 		t.Fatal(err)
 	}
-	removeAs := func(id string) string {
-		req, _ := json.Marshal(removeRequest{s.GraphRoot, s.RunRoot, "vfs", id})
+	return func(r removeRequest) string {
+		req, _ := json.Marshal(r)
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(), removeAsHelperEnv+"="+string(req), "XDG_RUNTIME_DIR="+xdg, "HOME=/nonexistent",
 			"CONTAINERS_STORAGE_CONF=/dev/null")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: user, Gid: user}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(user), Gid: uint32(user)}}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("helper: %v\n%s", err, out)
 		}
 		return strings.TrimSpace(string(out))
 	}
+}
 
-	out := removeAs(locked.ID)
-	if !strings.Contains(out, "only the store's user namespace can remove it") || !strings.Contains(out, secretDir) {
-		t.Errorf("removing the image with a directory the user may not empty: %q, want a refusal naming %s", out, secretDir)
-	}
-	if _, err := os.Stat(filepath.Join(secretDir, "secret")); err != nil {
-		t.Errorf("the refused removal deleted files: %v", err)
-	}
-	if out := removeAs(plain.ID); out != "ok" {
-		t.Errorf("removing an image the user may delete: %q", out)
-	}
-	s.Store.Free()
-	var v *View
-	v, err = Open(Options{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: "vfs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	ix := v.Index()
-	if ix.ImageByID(locked.ID) == nil || ix.Layer(locked.LayerIDs[0]) == nil {
-		t.Errorf("the refused removal changed the store: image %v, layer %v", ix.ImageByID(locked.ID), ix.Layer(locked.LayerIDs[0]))
-	}
-	if ix.ImageByID(plain.ID) != nil {
-		t.Errorf("the removed image is still there")
+// TestOpenOverlayAsNonRoot: a user's own overlay store opens without
+// root: the driver's private bind mount of its home, which podman makes
+// as root of its user namespace, is skipped.
+func TestOpenOverlayAsNonRoot(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := fixture.NewStore(t, "overlay")
+	s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a\n")}}}})
+	s.Close()
+	const user = 65534
+	giveStore(t, s, user)
+	if out := helperAs(t, user)(removeRequest{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: "overlay"}); out != "ok" {
+		t.Errorf("opening the user's overlay store as the user: %s", out)
 	}
 }

@@ -266,38 +266,68 @@ func TestCLIMountErrors(t *testing.T) {
 	}
 }
 
-// TestCLIMountNoFUSE: without /dev/fuse the mount is refused with one line.
-// The test hides /dev/fuse in a private mount namespace.
+// TestCLIMountNoFUSE: without /dev/fuse, or with one the user may not
+// open (fusermount3 opens it as the user too), the mount is refused with
+// one line. The test makes its own /dev in a private mount namespace.
 func TestCLIMountNoFUSE(t *testing.T) {
 	e, _ := newCLIEnv(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Fatalf("unshare (util-linux) is needed: %v", err)
+	for _, tool := range []string{"unshare", "setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s (util-linux) is needed: %v", tool, err)
+		}
 	}
-	mp := e.mkdir("mnt")
-	logFile := filepath.Join(e.dir, "log")
-	for _, mode := range []string{"background", "foreground"} {
-		t.Run(mode, func(t *testing.T) {
-			args := []string{"-m", "--propagation", "private", "sh", "-c",
-				`mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && exec "$@"`, "sh",
-				e.bin, "mount"}
-			if mode == "foreground" {
-				args = append(args, "-f")
-			}
-			args = append(append(append(args, e.storeFlags()...), "--log-file", logFile), mp)
-			cmd := exec.Command("unshare", args...)
-			cmd.Env = e.env
-			var out, errb bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &errb
-			err := cmd.Run()
-			r := runResult{stdout: out.String(), stderr: errb.String()}
-			if ee, ok := err.(*exec.ExitError); ok {
-				r.code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			oneErrorLine(t, "mount without /dev/fuse", r, "FUSE is not available")
-			assertNothingLeft(t, e)
-		})
+	// A mountpoint and a binary another user can reach.
+	shared, err := os.MkdirTemp("/tmp", "ifsnf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	testenv.NoMountsLeft(t, shared)
+	bin := filepath.Join(shared, "imagefs")
+	if out, err := exec.Command("cp", e.bin, bin).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	mp := filepath.Join(shared, "mnt")
+	if err := os.Mkdir(mp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, dev string
+		as        []string // the command running imagefs
+		want      string
+	}{
+		{"no device", "", nil, "FUSE is not available: open /dev/fuse: no such file or directory"},
+		{"device of root's alone, another user", "mknod -m 600 /dev/fuse c 10 229 && ",
+			[]string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"},
+			"FUSE is not available to uid 65534: open /dev/fuse: permission denied"},
+	} {
+		for _, mode := range []string{"background", "foreground"} {
+			t.Run(c.name+"/"+mode, func(t *testing.T) {
+				args := append([]string{"-m", "--propagation", "private", "sh", "-c",
+					`mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && ` + c.dev + `exec "$@"`, "sh"}, c.as...)
+				args = append(args, bin, "mount")
+				if mode == "foreground" {
+					args = append(args, "-f")
+				}
+				args = append(append(args, e.storeFlags()...), mp)
+				cmd := exec.Command("unshare", args...)
+				cmd.Env = e.env
+				var out, errb bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &errb
+				err := cmd.Run()
+				r := runResult{stdout: out.String(), stderr: errb.String()}
+				if ee, ok := err.(*exec.ExitError); ok {
+					r.code = ee.ExitCode()
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				oneErrorLine(t, c.name, r, c.want)
+				assertNothingLeft(t, e)
+			})
+		}
 	}
 }
 
