@@ -9,10 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FS_IOC_FSGETXATTR, _IOR('X', 31, struct fsxattr), and that struct's size.
+// FS_IOC_FSGETXATTR, _IOR('X', 31, struct fsxattr), and that struct's
+// size; FS_IOC_SETFLAGS and FS_IOC_FSSETXATTR, chattr's.
 const (
 	fsIocFsgetxattr = 0x801c581f
 	fsxattrSize     = 28
+	fsIocSetflags   = 0x40086602
+	fsIocFssetxattr = 0x401c5820
 )
 
 var _ = (fusefs.NodeIoctler)((*rootfsNode)(nil))
@@ -21,11 +24,13 @@ var _ = (fusefs.NodeIoctler)((*rootfsNode)(nil))
 // FS_IOC_GETFLAGS / FS_IOC_FSGETXATTR for any caller) with the supplying
 // layer file's answer, as overlayfs passes them on. The kernel asks them
 // of regular files and directories only, and only once the caller has
-// opened the file. Anything else is ENOTTY, as for any file without
-// ioctls.
+// opened the file. chattr's are EROFS, as everything that would change
+// the tree; anything else is ENOTTY, as for any file without ioctls.
 func (n *rootfsNode) Ioctl(ctx context.Context, _ fusefs.FileHandle, cmd uint32, _ uint64, _, output []byte) (int32, syscall.Errno) {
 	var size int
 	switch cmd {
+	case fsIocSetflags, fsIocFssetxattr: // chattr
+		return 0, n.refuse("chattr", "")
 	case unix.FS_IOC_GETFLAGS:
 		size = 4 // the kernel's flags are an int, whatever the command's size says
 	case fsIocFsgetxattr:

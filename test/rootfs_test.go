@@ -560,6 +560,18 @@ func TestRootfsFileFlags(t *testing.T) {
 	if f, err := flags(filepath.Join(kernel, "bin/busybox")); err != nil || f&fsNodumpFl == 0 {
 		t.Fatalf("the kernel's overlayfs shows flags %#x, %v for bin/busybox: the test's premise is gone", f, err)
 	}
+	// chattr is refused as any change, and changes nothing.
+	for _, root := range []string{kernel, filepath.Join(mnt, "images", added.ID, "rootfs")} {
+		fd, err := unix.Open(filepath.Join(root, "etc/passwd"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, fsNodumpFl)
+		unix.Close(fd)
+		if !errors.Is(err, unix.EROFS) {
+			t.Errorf("chattr +d under %s: %v, want EROFS", root, err)
+		}
+	}
 	for _, p := range []string{"", "etc", "etc/passwd", "bin/busybox", "opq", "big"} {
 		want, werr := flags(filepath.Join(kernel, p))
 		got, err := flags(filepath.Join(mnt, "images", added.ID, "rootfs", p))
