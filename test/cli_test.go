@@ -692,7 +692,7 @@ func TestCLILogGuard(t *testing.T) {
 	e, added := newCLIEnv(t)
 	mp := e.mkdir("mnt")
 	logFile := filepath.Join(e.dir, "imagefs.log")
-	e.mountBackground(mp, "--log-file", logFile)
+	pid := e.mountBackground(mp, "--log-file", logFile)
 	rootfs := filepath.Join(mp, "images", added.ID, "rootfs")
 	forged := "x\nimagefs[1]: a forged line"
 	if err := os.WriteFile(filepath.Join(rootfs, "etc", forged), nil, 0o644); !errors.Is(err, syscall.EROFS) {
@@ -718,5 +718,16 @@ func TestCLILogGuard(t *testing.T) {
 	}
 	if n := strings.Count(log, "mkdir "); n < 50 || n > 200 {
 		t.Errorf("1000 refused mkdirs wrote %d lines, want the first ones only (about 100)", n)
+	}
+	// The server's own lines are never left out, and it says how many
+	// of the others were.
+	e.umount(mp, pid)
+	if b, err = os.ReadFile(logFile); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if n := len(lines); n < 2 || !strings.Contains(lines[n-2], "lines of refusals and request errors were not logged") ||
+		!strings.Contains(lines[n-1], "unmounted "+mp) {
+		t.Errorf("the log does not end with the count of lines left out and the unmount:\n%s", strings.Join(lines[max(0, len(lines)-3):], "\n"))
 	}
 }

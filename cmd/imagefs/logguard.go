@@ -17,10 +17,12 @@ const (
 	logLinesPerSecond = 10
 )
 
-// logGuard is the writer of the server's log (one Write per line, as
-// log.Logger makes them). It escapes control characters, and past a burst
-// it writes at most logLinesPerSecond lines a second; the next line written
-// says how many were not. With --debug nothing is dropped.
+// logGuard is a writer of the server's log (one Write per line, as
+// log.Logger makes them). It escapes control characters, and, limiting,
+// past a burst it writes at most logLinesPerSecond lines a second; the
+// next line written says how many were not. The tree's lines go through a
+// limiting one, except with --debug; the server's own through one that
+// only escapes.
 type logGuard struct {
 	mu      sync.Mutex
 	w       io.Writer
@@ -84,3 +86,13 @@ func escapeControl(b []byte) []byte {
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// takeDropped returns how many lines were left out since the last line
+// written, and forgets them: the caller says so (at the end of a mount).
+func (g *logGuard) takeDropped() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := g.dropped
+	g.dropped = 0
+	return n
+}

@@ -128,7 +128,13 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	}
 	defer signal.Stop(sigs)
-	logger.SetOutput(newLogGuard(logger.Writer(), !mf.debug))
+	// The server's own lines (start, end, the store's warnings) are all
+	// written; the tree's refusals and request errors, which other users
+	// of an --allow-other mount can make as many of as they like, are
+	// bounded (logguard.go).
+	requests := newLogGuard(logger.Writer(), !mf.debug)
+	requestLog := log.New(requests, logger.Prefix(), logger.Flags())
+	logger.SetOutput(newLogGuard(logger.Writer(), false))
 	storageLogs := routeStorageLogs(logger, mf.debug)
 	limitMemory()
 
@@ -165,7 +171,7 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 	srv, err := fs.Mount(abs, view, fs.Options{
 		AllowOther: mf.allowOther,
 		Debug:      mf.debug,
-		Log:        logger,
+		Log:        requestLog,
 	})
 	if err != nil {
 		if cerr := view.Close(); cerr != nil {
@@ -202,9 +208,13 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 			}
 		}
 	}
-	if err := srv.Wait(); err != nil {
-		logger.Printf("closing the store: %v", err)
-		return fmt.Errorf("closing the store: %w", err)
+	werr := srv.Wait()
+	if n := requests.takeDropped(); n > 0 {
+		logger.Printf("%d lines of refusals and request errors were not logged (more than %d a second)", n, logLinesPerSecond)
+	}
+	if werr != nil {
+		logger.Printf("closing the store: %v", werr)
+		return fmt.Errorf("closing the store: %w", werr)
 	}
 	logger.Printf("unmounted %s, store closed", abs)
 	return nil
