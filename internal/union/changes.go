@@ -12,11 +12,11 @@ import (
 type Change struct {
 	Kind byte   // 'A' added, 'C' changed, 'D' deleted
 	Path string // absolute inside the image ("/etc/passwd")
-	// Hidden: the path lies in a directory of the new tree that others
-	// may not read and search (its mode lacks o+rx, or an ancestor's
-	// does, or it has an ACL, whose named users and groups may have
-	// less), so that the image's own permissions would keep the name from
-	// some of them.
+	// Hidden: the path lies in a directory of the new tree that some
+	// users may not read and search (its mode lacks r-x for its owner,
+	// group or others, or an ancestor's does, or it has an ACL, whose
+	// named users and groups may have less), so that the image's own
+	// permissions would keep the name from them.
 	Hidden bool
 }
 
@@ -25,8 +25,10 @@ type Change struct {
 const aclAccessXattr = "system.posix_acl_access"
 
 // closedToSome reports whether a directory of this mode, with an ACL or
-// not, keeps its names from some user who does not own it.
-func closedToSome(mode uint32, hasACL bool) bool { return mode&0o005 != 0o005 || hasACL }
+// not, keeps its names from some user: owner, group or others lack r-x
+// (a 0705 directory shuts its group out), or named users and groups of an
+// ACL may.
+func closedToSome(mode uint32, hasACL bool) bool { return mode&0o555 != 0o555 || hasACL }
 
 // String formats the change as podman diff prints it: "A /path".
 func (c Change) String() string { return string(c.Kind) + " " + c.Path }

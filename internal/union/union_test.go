@@ -384,7 +384,8 @@ func posixACL(entries ...aclEntry) []byte {
 }
 
 // TestChangesHidden: a change is Hidden when a directory above it in the
-// new tree lacks o+rx, so the image's own modes keep its name from others.
+// new tree lacks r-x for some users (by its mode or an ACL), so the image's
+// own permissions keep its name from them.
 func TestChangesHidden(t *testing.T) {
 	testenv.RequireRoot(t)
 	base, top := t.TempDir(), t.TempDir()
@@ -395,7 +396,7 @@ func TestChangesHidden(t *testing.T) {
 		{base, 0o755}, {top, 0o755},
 		{base + "/root", 0o700}, {base + "/pub", 0o755},
 		{top + "/root", 0o700}, {top + "/root/.ssh", 0o700}, {top + "/pub", 0o755}, {top + "/pub/x", 0o750},
-		{top + "/acl", 0o755},
+		{top + "/acl", 0o755}, {top + "/grp", 0o705},
 	} {
 		if err := os.Mkdir(d.path, d.mode); err != nil && !os.IsExist(err) {
 			t.Fatal(err)
@@ -404,7 +405,7 @@ func TestChangesHidden(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{top + "/root/.ssh/key", top + "/pub/f", top + "/pub/x/y", top + "/acl/in"} {
+	for _, f := range []string{top + "/root/.ssh/key", top + "/pub/f", top + "/pub/x/y", top + "/acl/in", top + "/grp/in"} {
 		if err := os.WriteFile(f, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -417,7 +418,7 @@ func TestChangesHidden(t *testing.T) {
 	}
 	layers := []union.Layer{{ID: "b", Path: base}, {ID: "t", Path: top}}
 	want := []string{
-		"A /acl false", "A /acl/in true",
+		"A /acl false", "A /acl/in true", "A /grp false", "A /grp/in true",
 		"C /pub false", "A /pub/f false", "A /pub/x false", "A /pub/x/y true",
 		"C /root false", "A /root/.ssh true", "A /root/.ssh/key true",
 	}
