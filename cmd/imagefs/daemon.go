@@ -151,12 +151,18 @@ func daemonArgs(mf *mountFlags, mountpoint string) ([]string, error) {
 }
 
 // daemonEnv is our environment with relative paths the child would
-// misread from / made absolute.
+// misread from / made absolute: the store's configuration, and where the
+// run directory is (umount, in our directory, must find the same).
 func daemonEnv() []string {
 	env := os.Environ()
 	for i, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
-		if k == "CONTAINERS_STORAGE_CONF" && v != "" && !filepath.IsAbs(v) {
+		switch k {
+		case "CONTAINERS_STORAGE_CONF", fs.RunDirVar, "XDG_RUNTIME_DIR", "TMPDIR":
+		default:
+			continue
+		}
+		if v != "" && !filepath.IsAbs(v) {
 			if abs, err := filepath.Abs(v); err == nil {
 				env[i] = k + "=" + abs
 			}
