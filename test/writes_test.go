@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"log"
 	"maps"
 	"os"
@@ -701,6 +702,12 @@ func TestWritesReadOnlyMount(t *testing.T) {
 		return os.Rename(in("names/localhost/app:1"), in("names/localhost/app:2"))
 	})
 	e.refused("mkdir", syscall.EROFS, "/names/quay.io/new", func() error { return os.Mkdir(in("names/quay.io/new"), 0o755) })
+	// Nothing is writable, and the modes say so.
+	for _, p := range []string{"names", "names/localhost", "images", "digests"} {
+		if st, err := os.Stat(in(p)); err != nil || st.Mode() != iofs.ModeDir|0o555 {
+			t.Errorf("%s of a --read-only mount: %v %v, want dr-xr-xr-x", p, st.Mode(), err)
+		}
+	}
 }
 
 // TestWritesAllowOther: under allow_other another user reads but cannot
