@@ -149,7 +149,6 @@ func (t *tree) timeOr(ix *storageview.Index, tm time.Time) time.Time {
 	return tm
 }
 
-// setAttr fills the attributes every node kind shares.
 // changeableDir is the mode of a directory whose entries writes change.
 func (t *tree) changeableDir() uint32 {
 	if t.changeable {
@@ -158,6 +157,7 @@ func (t *tree) changeableDir() uint32 {
 	return dirMode
 }
 
+// setAttr fills the attributes every node kind shares.
 func (t *tree) setAttr(a *fuse.Attr, ino uint64, mode uint32, nlink uint32, size uint64, mtime time.Time) {
 	a.Owner = t.owner
 	a.Ino = ino

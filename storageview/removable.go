@@ -16,9 +16,10 @@ import (
 // can delete every layer DeleteImage would delete with img. A rootless
 // store keeps files of its user namespace's other users (a 0700 directory
 // of uid 100999 on disk): podman deletes them as root of that namespace,
-// while this process, outside it, would fail half way through a layer,
-// which then stays recorded with half its files. Layers do not change, so
-// a check before the deletion holds.
+// while this process, outside it, would fail half way through a layer.
+// containers/storage then leaves the layer's rest in a temporary
+// directory whose removal fails at every later open of the store. Layers
+// do not change, so a check before the deletion holds.
 func (m *mutator) checkLayersRemovable(img *storage.Image) error {
 	if os.Geteuid() == 0 || img.TopLayer == "" {
 		return nil
