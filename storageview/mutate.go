@@ -63,9 +63,11 @@ func (m *mutator) deleteImage(id string) error {
 		}
 	}
 	if img, err := m.store.Image(id); err == nil {
-		if err := m.checkLayersRemovable(img); err != nil {
+		restore, err := m.openLayersForRemoval(img)
+		if err != nil {
 			return err
 		}
+		defer restore()
 	}
 	if m.deleting != nil {
 		m.deleting(id)

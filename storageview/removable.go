@@ -12,25 +12,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// checkLayersRemovable makes sure, for a server that is not root, that it
-// can delete every layer DeleteImage would delete with img. A rootless
-// store keeps files of its user namespace's other users (a 0700 directory
-// of uid 100999 on disk): podman deletes them as root of that namespace,
-// while this process, outside it, would fail half way through a layer.
-// containers/storage then leaves the layer's rest in a temporary
-// directory whose removal fails at every later open of the store. Layers
-// do not change, so a check before the deletion holds.
-func (m *mutator) checkLayersRemovable(img *storage.Image) error {
+// openLayersForRemoval makes sure, for a server that is not root, that it
+// can delete every layer DeleteImage would delete with img, and lets it:
+// containers/storage deletes with this process's rights and does not
+// change modes, but its overlay driver makes every layer's diff directory
+// 0555, and images have 0555 directories of their own. Directories of the
+// user get u+wx until the deletion is over (restore puts back the modes of
+// those still there, should a layer stay after all). A directory the user
+// may not empty refuses the removal, changing nothing: a rootless store
+// keeps files of its user namespace's other users (a 0700 directory of
+// uid 100999 on disk), which podman deletes as root of that namespace.
+// containers/storage, failing half way through a layer, would leave its
+// rest in a temporary directory whose removal fails at every later open of
+// the store. Layers do not change, so a check before the deletion holds.
+func (m *mutator) openLayersForRemoval(img *storage.Image) (restore func(), err error) {
+	restore = func() {}
 	if os.Geteuid() == 0 || img.TopLayer == "" {
-		return nil
+		return restore, nil
 	}
 	images, err := m.store.Images()
 	if err != nil {
-		return err
+		return restore, err
 	}
 	layers, err := m.store.Layers()
 	if err != nil {
-		return err
+		return restore, err
 	}
 	usedAsTop := map[string]bool{}
 	for _, other := range images {
@@ -44,19 +50,33 @@ func (m *mutator) checkLayersRemovable(img *storage.Image) error {
 		children[layers[i].Parent]++
 		byID[layers[i].ID] = &layers[i]
 	}
+	var closed []closedDir
 	// As DeleteImage walks: down from the top layer while nothing else
 	// uses a layer (another image's top, a child other than the one going).
 	for id, removedChildren := img.TopLayer, 0; id != ""; removedChildren = 1 {
 		l := byID[id]
 		if l == nil || l.ReadOnly || usedAsTop[id] || children[id] > removedChildren {
-			return nil
+			break
 		}
-		if err := removableTree(m.layerDir(id)); err != nil {
-			return fmt.Errorf("layer %s: %w (only the store's user namespace can remove it: use podman rmi)", short(id), err)
+		dirs, err := closedDirs(m.layerDir(id))
+		if err != nil {
+			return restore, fmt.Errorf("layer %s: %w (only the store's user namespace can remove it: use podman rmi)", short(id), err)
 		}
+		closed = append(closed, dirs...)
 		id = l.Parent
 	}
-	return nil
+	restore = func() {
+		for _, d := range closed {
+			_ = unix.Chmod(d.path, d.mode) // gone with its layer: ENOENT
+		}
+	}
+	for _, d := range closed {
+		if err := unix.Chmod(d.path, d.mode|0o300); err != nil {
+			restore()
+			return func() {}, fmt.Errorf("opening %s for the removal: %w", d.path, err)
+		}
+	}
+	return restore, nil
 }
 
 // layerDir is where the driver keeps a layer's files.
@@ -67,23 +87,36 @@ func (m *mutator) layerDir(id string) string {
 	return filepath.Join(m.store.GraphRoot(), m.store.GraphDriverName(), id)
 }
 
-// removableTree reports whether this process may delete the tree at root:
-// every directory holding entries (root's parent included) lets it remove
-// them.
-func removableTree(root string) error {
+// closedDir is a directory of ours that holds entries we may not remove
+// yet, and its mode.
+type closedDir struct {
+	path string
+	mode uint32
+}
+
+// closedDirs walks the tree at root, which this process is to delete: it
+// lists the directories holding entries (root's parent included) that it
+// must open (u+wx) first, and fails on one it may not empty at all.
+func closedDirs(root string) ([]closedDir, error) {
 	euid := uint32(os.Geteuid())
-	checked := map[string]bool{}
-	mayEmpty := func(dir string) error {
-		if checked[dir] {
+	seen := map[string]bool{}
+	var closed []closedDir
+	check := func(dir string) error {
+		if seen[dir] {
 			return nil
 		}
-		checked[dir] = true
+		seen[dir] = true
 		var st unix.Stat_t
 		if err := unix.Lstat(dir, &st); err != nil {
 			return err
 		}
-		if unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK|unix.X_OK, unix.AT_EACCESS) != nil ||
-			st.Mode&unix.S_ISVTX != 0 && st.Uid != euid {
+		writable := unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK|unix.X_OK, unix.AT_EACCESS) == nil
+		switch {
+		case st.Uid == euid:
+			if !writable {
+				closed = append(closed, closedDir{dir, st.Mode & 0o7777})
+			}
+		case !writable || st.Mode&unix.S_ISVTX != 0:
 			return fmt.Errorf("user %d may not empty %s (owned by uid %d, mode %04o): %w", euid, dir, st.Uid, st.Mode&0o7777, syscall.EACCES)
 		}
 		return nil
@@ -92,10 +125,10 @@ func removableTree(root string) error {
 		if err != nil {
 			return err
 		}
-		return mayEmpty(filepath.Dir(p))
+		return check(filepath.Dir(p))
 	})
 	if errors.Is(err, iofs.ErrNotExist) {
-		return nil // nothing of it on disk
+		return nil, nil // nothing of it on disk
 	}
-	return err
+	return closed, err
 }

@@ -45,59 +45,88 @@ func removeAsHelper(req string) {
 	os.Exit(0)
 }
 
-// TestRemoveAsNonRoot: a server that is not root removes an image only
-// when it can delete all of the image's layers. A rootless store holds
-// files of its user namespace's other users, which podman deletes as root
-// of that namespace; outside it the deletion would stop half way through a
-// layer. Such a removal is refused and changes nothing; others work.
+// TestRemoveAsNonRoot: a server that is not root removes an image when it
+// can delete all of the image's layers, opening the user's own 0555
+// directories (every overlay diff directory is one) for it. A rootless
+// store holds files of its user namespace's other users, which podman
+// deletes as root of that namespace; outside it the deletion would stop
+// half way through a layer. Such a removal is refused and changes nothing,
+// and a layer that stays (shared with another image) keeps its modes.
 func TestRemoveAsNonRoot(t *testing.T) {
 	testenv.RequireRoot(t) // to give the store to another user
-	s := fixture.NewStore(t, "vfs")
-	locked := s.Add(t, fixture.Image{Names: []string{"localhost/locked:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{
-		fixture.Dir("home"), fixture.Dir("home/u", fixture.Mode(0o700)), fixture.File("home/u/secret", "s\n"),
-	}}}})
-	plain := s.Add(t, fixture.Image{Names: []string{"localhost/plain:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{
-		fixture.File("etc/plain", "p\n"),
-	}}}})
-	s.Close()
-	const user = 65534
-	giveStore(t, s, user)
-	// The locked image's home/u stays root's, as a container user's
-	// directory is a subuid's on disk.
-	secretDir := filepath.Join(s.GraphRoot, "vfs", "dir", locked.LayerIDs[0], "home", "u")
-	if err := os.Lchown(secretDir, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	asUser := helperAs(t, user)
-	removeAs := func(id string) string { return asUser(removeRequest{s.GraphRoot, s.RunRoot, "vfs", id}) }
+	for _, driver := range []string{"vfs", "overlay"} {
+		t.Run(driver, func(t *testing.T) {
+			s := fixture.NewStore(t, driver)
+			locked := s.Add(t, fixture.Image{Names: []string{"localhost/locked:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{
+				fixture.Dir("home"), fixture.Dir("home/u", fixture.Mode(0o700)), fixture.File("home/u/secret", "s\n"),
+			}}}})
+			base := fixture.Layer{Entries: []fixture.Entry{fixture.Dir("ro", fixture.Mode(0o555)), fixture.File("ro/f", "f\n")}}
+			plain := s.Add(t, fixture.Image{Names: []string{"localhost/plain:1"}, Layers: []fixture.Layer{base, {Entries: []fixture.Entry{
+				fixture.File("etc/plain", "p\n"),
+			}}}})
+			kept := s.Add(t, fixture.Image{Names: []string{"localhost/kept:1"}, Layers: []fixture.Layer{base}})
+			s.Close()
+			const user = 65534
+			giveStore(t, s, user)
+			layerDir := func(id string) string {
+				if driver == "vfs" {
+					return filepath.Join(s.GraphRoot, "vfs", "dir", id)
+				}
+				return filepath.Join(s.GraphRoot, "overlay", id, "diff")
+			}
+			// The locked image's home/u stays root's, as a container
+			// user's directory is a subuid's on disk.
+			secretDir := filepath.Join(layerDir(locked.LayerIDs[0]), "home", "u")
+			if err := os.Lchown(secretDir, 0, 0); err != nil {
+				t.Fatal(err)
+			}
+			modes := func(id string) string {
+				out, err := exec.Command("find", layerDir(id), "-type", "d", "-printf", "%P %m\n").Output()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return string(out)
+			}
+			lockedModes, keptModes := modes(locked.LayerIDs[0]), modes(kept.LayerIDs[0])
+			asUser := helperAs(t, user)
+			removeAs := func(id string) string { return asUser(removeRequest{s.GraphRoot, s.RunRoot, driver, id}) }
 
-	out := removeAs(locked.ID)
-	if !strings.Contains(out, "only the store's user namespace can remove it") || !strings.Contains(out, secretDir) {
-		t.Errorf("removing the image with a directory the user may not empty: %q, want a refusal naming %s", out, secretDir)
-	}
-	if _, err := os.Stat(filepath.Join(secretDir, "secret")); err != nil {
-		t.Errorf("the refused removal deleted files: %v", err)
-	}
-	if out := removeAs(plain.ID); out != "ok" {
-		t.Errorf("removing an image the user may delete: %q", out)
-	}
-	s.Store.Free()
-	v, err := Open(Options{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: "vfs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	ix := v.Index()
-	if ix.ImageByID(locked.ID) == nil || ix.Layer(locked.LayerIDs[0]) == nil {
-		t.Errorf("the refused removal changed the store: image %v, layer %v", ix.ImageByID(locked.ID), ix.Layer(locked.LayerIDs[0]))
-	}
-	if ix.ImageByID(plain.ID) != nil {
-		t.Errorf("the removed image is still there")
+			out := removeAs(locked.ID)
+			if !strings.Contains(out, "only the store's user namespace can remove it") || !strings.Contains(out, secretDir) {
+				t.Errorf("removing the image with a directory the user may not empty: %q, want a refusal naming %s", out, secretDir)
+			}
+			if _, err := os.Stat(filepath.Join(secretDir, "secret")); err != nil {
+				t.Errorf("the refused removal deleted files: %v", err)
+			}
+			if got := modes(locked.LayerIDs[0]); got != lockedModes {
+				t.Errorf("the refused removal changed modes:\n%s\nwas\n%s", got, lockedModes)
+			}
+			if out := removeAs(plain.ID); out != "ok" {
+				t.Errorf("removing an image the user may delete: %q", out)
+			}
+			if got := modes(kept.LayerIDs[0]); got != keptModes {
+				t.Errorf("the layer another image keeps has other modes now:\n%s\nwas\n%s", got, keptModes)
+			}
+			s.Store.Free()
+			v, err := Open(Options{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: driver})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			ix := v.Index()
+			if ix.ImageByID(locked.ID) == nil || ix.Layer(locked.LayerIDs[0]) == nil || ix.ImageByID(kept.ID) == nil {
+				t.Errorf("the store lost what it was not asked to: locked %v, its layer %v, kept %v",
+					ix.ImageByID(locked.ID), ix.Layer(locked.LayerIDs[0]), ix.ImageByID(kept.ID))
+			}
+			if ix.ImageByID(plain.ID) != nil || ix.Layer(plain.LayerIDs[1]) != nil {
+				t.Errorf("the removed image or its own layer is still there")
+			}
+		})
 	}
 }
 
-// giveStore makes the closed store s user's (and its directories' parents
-// searchable), with its directories writable by their owner.
+// giveStore makes the closed store s user's, and its directories' parents
+// searchable.
 func giveStore(t *testing.T, s *fixture.Store, user int) {
 	t.Helper()
 	for _, root := range []string{s.GraphRoot, s.RunRoot} {
@@ -111,9 +140,6 @@ func giveStore(t *testing.T, s *fixture.Store, user int) {
 		}
 		if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", user, user), root).CombinedOutput(); err != nil {
 			t.Fatalf("chown: %v %s", err, out)
-		}
-		if out, err := exec.Command("chmod", "-R", "u+w", root).CombinedOutput(); err != nil { // the fixture's dirs are 0555
-			t.Fatalf("chmod: %v %s", err, out)
 		}
 	}
 }
