@@ -49,6 +49,10 @@ const MaxRead = 256 << 10
 
 // Options are the mount options of an imagefs mount.
 type Options struct {
+	// ReadOnly mounts read-only ("ro"): the kernel itself refuses every
+	// change with EROFS, whatever the modes say (for a mounting user who is
+	// not root they would say EACCES), without asking imagefs.
+	ReadOnly bool
 	// AllowOther lets users other than the mounting one see the tree
 	// (fuse allow_other; for non-root users it needs user_allow_other in
 	// /etc/fuse.conf). Permissions are then checked by the kernel
@@ -153,6 +157,10 @@ func fuseOptions(o Options, logger *log.Logger) *fusefs.Options {
 	if o.NegativeTimeout != 0 {
 		neg = o.NegativeTimeout
 	}
+	mountOpts := []string{"nosuid", "nodev", "default_permissions"}
+	if o.ReadOnly {
+		mountOpts = append(mountOpts, "ro")
+	}
 	return &fusefs.Options{
 		MountOptions: fuse.MountOptions{
 			FsName: "imagefs", // first column of df, source in /proc/mounts
@@ -162,9 +170,9 @@ func fuseOptions(o Options, logger *log.Logger) *fusefs.Options {
 			DirectMount: true,
 			AllowOther:  o.AllowOther,
 			// The kernel checks permissions against the modes we report;
-			// nodes enforce read-only-ness themselves (EROFS), so no "ro":
-			// the writes issue turns some operations into real changes.
-			Options:      []string{"nosuid", "nodev", "default_permissions"},
+			// nodes enforce read-only-ness themselves (EROFS), so no "ro"
+			// unless asked: writes turn some operations into real changes.
+			Options:      mountOpts,
 			MaxReadAhead: o.MaxReadAhead,
 			MaxWrite:     MaxRead,
 			Debug:        o.Debug,

@@ -731,3 +731,34 @@ func TestCLILogGuard(t *testing.T) {
 		t.Errorf("the log does not end with the count of lines left out and the unmount:\n%s", strings.Join(lines[max(0, len(lines)-3):], "\n"))
 	}
 }
+
+// TestCLIReadOnlyMount: `imagefs mount --read-only` is a read-only mount:
+// the kernel refuses every change with EROFS, for root as for a mounting
+// user whose modes would otherwise say EACCES, and the store is unchanged.
+func TestCLIReadOnlyMount(t *testing.T) {
+	e, added := newCLIEnv(t)
+	mp := e.mkdir("mnt")
+	pid := e.mountBackground(mp, "--read-only")
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mp, &st); err != nil || st.Flags&0x1 == 0 { // ST_RDONLY
+		t.Fatalf("statfs of the --read-only mount: flags %#x, %v; want ST_RDONLY", st.Flags, err)
+	}
+	checkTree(t, mp, added.ID)
+	name := filepath.Join(mp, "names", "localhost", "cli", "hello:1")
+	for what, change := range map[string]func() error{
+		"rm":     func() error { return os.Remove(name) },
+		"ln -s":  func() error { return os.Symlink("../../../images/"+added.ID, name+"x") },
+		"rmdir":  func() error { return os.Remove(filepath.Join(mp, "images", added.ID)) },
+		"mkdir":  func() error { return os.Mkdir(filepath.Join(mp, "names", "quay.io"), 0o755) },
+		"rename": func() error { return os.Rename(name, name+"y") },
+	} {
+		if err := change(); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s on a --read-only mount: %v, want EROFS", what, err)
+		}
+	}
+	if _, err := os.Lstat(name); err != nil {
+		t.Errorf("the name is gone: %v", err)
+	}
+	e.umount(mp, pid)
+	e.storeUsable(added.ID)
+}

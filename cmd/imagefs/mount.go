@@ -169,6 +169,7 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 		return fmt.Errorf("cannot open the image store: %s", mf.openStoreError(err))
 	}
 	srv, err := fs.Mount(abs, view, fs.Options{
+		ReadOnly:   mf.readOnly,
 		AllowOther: mf.allowOther,
 		Debug:      mf.debug,
 		Log:        requestLog,
