@@ -228,6 +228,8 @@ func (t *tree) writeErrno(ctx context.Context, op, p string, err error) syscall.
 		errno = syscall.EEXIST
 	case errors.Is(err, storageview.ErrInterrupted):
 		errno = syscall.EINTR
+	case errors.Is(err, syscall.EACCES): // a removal this user may not make (storageview/removable.go)
+		errno = syscall.EACCES
 	case errors.Is(err, storageview.ErrNotFound), errors.Is(err, storageview.ErrAmbiguous),
 		errors.Is(err, storageview.ErrInUse), errors.Is(err, storageview.ErrReadOnly),
 		errors.Is(err, storageview.ErrInvalidName):
