@@ -6,6 +6,7 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 
 	"go.podman.io/storage"
@@ -13,7 +14,8 @@ import (
 )
 
 // openLayersForRemoval makes sure, for a server that is not root, that it
-// can delete every layer DeleteImage would delete with img, and lets it:
+// can delete every layer DeleteImage would delete with img (the image's
+// mapped copies of its top layer included), and lets it:
 // containers/storage deletes with this process's rights and does not
 // change modes, but its overlay driver makes every layer's diff directory
 // 0555, and images have 0555 directories of their own. Directories of the
@@ -38,32 +40,59 @@ func (m *mutator) openLayersForRemoval(img *storage.Image) (restore func(), err 
 	if err != nil {
 		return restore, err
 	}
+	// As DeleteImage decides: the image's mapped copies of its top layer
+	// (made for containers of other ID mappings), then down from the top
+	// layer while nothing else uses a layer (another image's top, a child
+	// not being deleted).
 	usedAsTop := map[string]bool{}
 	for _, other := range images {
 		if other.ID != img.ID {
 			usedAsTop[other.TopLayer] = true
+			for _, ml := range other.MappedTopLayers {
+				usedAsTop[ml] = true
+			}
 		}
 	}
-	children := map[string]int{}
+	children := map[string][]string{}
 	byID := map[string]*storage.Layer{}
 	for i := range layers {
-		children[layers[i].Parent]++
+		children[layers[i].Parent] = append(children[layers[i].Parent], layers[i].ID)
 		byID[layers[i].ID] = &layers[i]
 	}
-	var closed []closedDir
-	// As DeleteImage walks: down from the top layer while nothing else
-	// uses a layer (another image's top, a child other than the one going).
-	for id, removedChildren := img.TopLayer, 0; id != ""; removedChildren = 1 {
+	deleting := map[string]bool{}
+	doomed := slices.Clone(img.MappedTopLayers)
+	for _, ml := range doomed {
+		deleting[ml] = true
+	}
+	for id := img.TopLayer; id != ""; {
 		l := byID[id]
-		if l == nil || l.ReadOnly || usedAsTop[id] || children[id] > removedChildren {
+		if l == nil || l.ReadOnly || usedAsTop[id] {
 			break
 		}
+		parents := []string{id}
+		if id == img.TopLayer {
+			parents = append(parents, img.MappedTopLayers...)
+		}
+		kept := false
+		for _, p := range parents {
+			for _, c := range children[p] {
+				kept = kept || !deleting[c]
+			}
+		}
+		if kept {
+			break
+		}
+		deleting[id] = true
+		doomed = append(doomed, id)
+		id = l.Parent
+	}
+	var closed []closedDir
+	for _, id := range doomed {
 		dirs, err := closedDirs(m.layerDir(id))
 		if err != nil {
 			return restore, fmt.Errorf("layer %s: %w (only the store's user namespace can remove it: use podman rmi)", short(id), err)
 		}
 		closed = append(closed, dirs...)
-		id = l.Parent
 	}
 	restore = func() {
 		for _, d := range closed {

@@ -196,3 +196,61 @@ func TestOpenOverlayAsNonRoot(t *testing.T) {
 		t.Errorf("opening the user's overlay store as the user: %s", out)
 	}
 }
+
+// TestRemoveAsNonRootMappedLayer: a vfs image holds a mapped copy of its
+// top layer once a container of another ID mapping used it, and deleting
+// the image deletes that copy first: its files, of other IDs, must be
+// checked too, or the deletion fails after the image's record is gone
+// (and leaves a directory that keeps the store from opening).
+func TestRemoveAsNonRootMappedLayer(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, "vfs")
+	img := s.Add(t, fixture.Image{Names: []string{"localhost/m:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("etc/m", "m\n")}}}})
+	s.PodmanOutput(t, "create", "--pull=never", "--net", "none", "--uidmap", "0:1:2000", "--gidmap", "0:1:2000", "--name", "mapped", img.ID, "true")
+	s.PodmanOutput(t, "rm", "mapped")
+	stored, err := s.Store.Image(img.ID)
+	if err != nil || len(stored.MappedTopLayers) != 1 {
+		t.Fatalf("the image has no mapped top layer: %+v %v", stored, err)
+	}
+	mapped := filepath.Join(s.GraphRoot, "vfs", "dir", stored.MappedTopLayers[0])
+	s.Close()
+	const user = 65534
+	giveStore(t, s, user)
+	// The mapped copy's files are of the mapping's IDs, not the user's.
+	if out, err := exec.Command("chown", "-R", "100000:100000", mapped).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+	removeAs := helperAs(t, user)
+	req := removeRequest{s.GraphRoot, s.RunRoot, "vfs", img.ID}
+	if out := removeAs(req); !strings.Contains(out, "only the store's user namespace can remove it") || !strings.Contains(out, mapped) {
+		t.Errorf("removing the image whose mapped layer the user may not delete: %q, want a refusal naming %s", out, mapped)
+	}
+	if out := removeAs(removeRequest{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: "vfs"}); out != "ok" {
+		t.Fatalf("the store does not open after the refusal: %s", out)
+	}
+	s.Store.Free()
+	v, err := Open(Options{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: "vfs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Index().ImageByID(img.ID) == nil {
+		t.Errorf("the refused removal removed the image")
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The user's own mapped copy goes with the image.
+	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", user, user), mapped).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+	if out := removeAs(req); out != "ok" {
+		t.Errorf("removing the image: %s", out)
+	}
+	if out := removeAs(removeRequest{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: "vfs"}); out != "ok" {
+		t.Errorf("the store does not open after the removal: %s", out)
+	}
+	if _, err := os.Stat(mapped); !os.IsNotExist(err) {
+		t.Errorf("the mapped layer is still there: %v", err)
+	}
+}
