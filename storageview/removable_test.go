@@ -149,7 +149,7 @@ func giveStore(t *testing.T, s *fixture.Store, user int) {
 func helperAs(t *testing.T, user int) func(removeRequest) string {
 	t.Helper()
 	// The test binary, where the user can run it.
-	binDir, err := os.MkdirTemp("", "bin")
+	binDir, err := os.MkdirTemp("/tmp", "ifsbin") // not under TMPDIR, which may be private
 	if err != nil {
 		t.Fatal(err)
 	}
