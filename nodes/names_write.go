@@ -202,6 +202,12 @@ func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fus
 	if err := w.Writable(); err != nil {
 		return nil, t.writeErrno(ctx, op, p, err)
 	}
+	// mv makes a directory only to copy one it could not rename (EXDEV,
+	// Rename below): name by name, each a tag, then it could remove none.
+	if calledByMv(ctx) {
+		return nil, t.refuseWrite(op, p, syscall.EXDEV, "a directory of names does not move, not even by copying: "+
+			"move the names one by one")
+	}
 	ix := t.index()
 	full := joinName(d.path, name)
 	if ix.NameDir(d.path) == nil && !t.isPending(strings.Join(d.path, "/")) && len(d.path) > 0 {

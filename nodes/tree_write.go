@@ -175,18 +175,24 @@ func (t *tree) writer(ctx context.Context, op, p string) (Writer, syscall.Errno)
 // the name and the image stay. (Other programs that move by copying and
 // deleting, python's shutil.move, cannot be told from rm.)
 func (t *tree) refuseMoveOut(ctx context.Context, op, p string) syscall.Errno {
-	c, ok := fuse.FromContext(ctx)
-	if !ok {
-		return 0
-	}
-	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.Pid))
-	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", c.Pid)) // mv run by another name (a symlink)
-	if strings.TrimSpace(string(comm)) != "mv" && path.Base(exe) != "mv" {
+	if !calledByMv(ctx) {
 		return 0
 	}
 	return t.refuseWrite(op, p, syscall.EXDEV, "mv between file systems copies and then removes names here "+
 		"(the source, moving out of the mount; the destination, moving onto an existing name), which would untag "+
 		"or remove an image: use cp -P, ln -sfn and rm")
+}
+
+// calledByMv reports whether the caller is mv(1), by its process name or
+// the name of the program it runs (mv run by another name, a symlink).
+func calledByMv(ctx context.Context) bool {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.Pid))
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", c.Pid))
+	return strings.TrimSpace(string(comm)) == "mv" || path.Base(exe) == "mv"
 }
 
 // refuseWrite logs a refused change — operation, path, errno, reason — in

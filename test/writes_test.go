@@ -626,6 +626,15 @@ func TestWritesRefused(t *testing.T) {
 	e.refused("mv out of names/", syscall.EXDEV, "/names/localhost/app:1", rename("names/localhost/app:1", "images/x"))
 	e.refused("mv to a bad name", syscall.EINVAL, "/names/localhost/UP:1", rename("names/localhost/app:1", "names/localhost/UP:1"))
 	e.refused("mv a directory of names", syscall.EXDEV, "/names/localhost", rename("names/localhost", "names/example.com"))
+	// GNU mv then copies the directory name by name, starting with the
+	// mkdir of the new one: refused, so no name is made.
+	e.refused("mv(1) of a directory of names", syscall.EXDEV, "/names/example.com", func() error {
+		out, err := exec.Command("mv", in("names/localhost"), in("names/example.com")).CombinedOutput()
+		if err != nil && strings.Contains(string(out), "Invalid cross-device link") {
+			return syscall.EXDEV
+		}
+		return fmt.Errorf("mv: %v %s", err, out)
+	})
 
 	// mv out of the mount: the kernel says EXDEV, and mv copies the link
 	// and then removes the source; that removal is refused, so the image
