@@ -54,14 +54,20 @@ func (d *namesDir) timeouts() (time.Duration, time.Duration) {
 
 func (d *namesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.Attr) syscall.Errno {
 	nd := d.t.nameDir(ix, d.path)
-	switch {
-	case nd != nil:
-		fixedDirAttr(d.t, ix, a, d.stable().Ino, d.t.changeableDir(), len(nd.Dirs))
-	case d.t.isPending(d.pathString()):
-		fixedDirAttr(d.t, ix, a, d.stable().Ino, d.t.changeableDir(), len(d.t.pendingChildren(d.pathString())))
-	default:
+	if nd == nil && !d.t.isPending(d.pathString()) {
 		return syscall.ENOENT
 	}
+	// Subdirectories: the store's, and those mkdir made (in memory).
+	subdirs := 0
+	if nd != nil {
+		subdirs = len(nd.Dirs)
+	}
+	for _, c := range d.t.pendingChildren(d.pathString()) {
+		if nd == nil || nd.Dirs[c] == nil {
+			subdirs++
+		}
+	}
+	fixedDirAttr(d.t, ix, a, d.stable().Ino, d.t.changeableDir(), subdirs)
 	return 0
 }
 

@@ -930,3 +930,41 @@ func TestWritesByMountingUser(t *testing.T) {
 		}
 	}
 }
+
+// TestWritesMkdirLinkCount: a directory mkdir makes in names/ counts in
+// its parent's link count (2 plus its subdirectories), whether the parent
+// is the store's or mkdir's too.
+func TestWritesMkdirLinkCount(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	nlink := func(p string) uint64 {
+		var st syscall.Stat_t
+		if err := syscall.Stat(e.p(p), &st); err != nil {
+			t.Fatal(err)
+		}
+		return uint64(st.Nlink)
+	}
+	subdirs := func(p string) uint64 {
+		ents, err := os.ReadDir(e.p(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := uint64(0)
+		for _, d := range ents {
+			if d.IsDir() {
+				n++
+			}
+		}
+		return n
+	}
+	if err := os.MkdirAll(e.p("names/example.com/team"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"names", "names/example.com"} {
+		eventually(t, p+"'s link count", func() error {
+			if got, want := nlink(p), 2+subdirs(p); got != want {
+				return fmt.Errorf("%s: link count %d, want %d", p, got, want)
+			}
+			return nil
+		})
+	}
+}
