@@ -22,6 +22,9 @@ func (d *digestsDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	if errno := t.refuseMoveOut(ctx, op, p); errno != 0 {
 		return errno
 	}
+	if errno := t.refuseReplace(ctx, op, p); errno != 0 {
+		return errno
+	}
 	ix := t.index()
 	img := ix.ImageByDigest(digest.Digest(name))
 	if img == nil {

@@ -139,9 +139,13 @@ func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.E
 }
 
 // isTempName reports whether a link name is one of the temporary names
-// GNU ln -sf makes its link under before renaming it over the
-// destination ("Cu" and six letters or digits).
+// programs make a link under before renaming it over the destination:
+// GNU ln -sf's ("Cu" and six letters or digits), and any name starting
+// with a dot (rsync's ".<name>.XXXXXX"), which no image name can.
 func isTempName(name string) bool {
+	if strings.HasPrefix(name, ".") {
+		return true
+	}
 	if len(name) != 8 || !strings.HasPrefix(name, "Cu") {
 		return false
 	}
@@ -165,6 +169,9 @@ func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	if errno := t.refuseMoveOut(ctx, op, p); errno != 0 {
+		return errno
+	}
+	if errno := t.refuseReplace(ctx, op, p); errno != 0 {
 		return errno
 	}
 	if t.dropTemp(joinName(d.path, name)) {
@@ -259,6 +266,12 @@ func (d *namesDir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	t, p := d.t, namesPath(d.path, name)
 	if _, errno := t.writer(ctx, op, p); errno != 0 {
 		return errno
+	}
+	// mv removes an empty destination directory before it copies a
+	// directory of names into its place, which it may not (Mkdir).
+	if calledByMv(ctx) {
+		return t.refuseWrite(op, p, syscall.EXDEV, "a directory of names does not move, not even by copying: "+
+			"move the names one by one")
 	}
 	ix := t.index()
 	full := joinName(d.path, name)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -183,16 +184,33 @@ func (t *tree) refuseMoveOut(ctx context.Context, op, p string) syscall.Errno {
 		"or remove an image: use cp -P, ln -sfn and rm")
 }
 
-// calledByMv reports whether the caller is mv(1), by its process name or
-// the name of the program it runs (mv run by another name, a symlink).
-func calledByMv(ctx context.Context) bool {
+// refuseReplace refuses a removal that a copying program makes to replace
+// a name (cp, tar, cpio and install remove an existing destination, then
+// create theirs): restoring a backup of names/ over the names it holds
+// would untag or remove images, and their links, pointing at an image
+// gone meanwhile, could not be made again. The name stays.
+func (t *tree) refuseReplace(ctx context.Context, op, p string) syscall.Errno {
+	if !callerIs(ctx, "cp", "tar", "bsdtar", "cpio", "install") {
+		return 0
+	}
+	return t.refuseWrite(op, p, syscall.EEXIST, "copying programs replace a name by removing it first, which would untag "+
+		"or remove its image: the name stays (ln -sfn moves a name)")
+}
+
+// calledByMv reports whether the caller is mv(1).
+func calledByMv(ctx context.Context) bool { return callerIs(ctx, "mv") }
+
+// callerIs reports whether the calling process is one of progs, by its
+// process name or the name of the program it runs (run by another name,
+// a symlink).
+func callerIs(ctx context.Context, progs ...string) bool {
 	c, ok := fuse.FromContext(ctx)
 	if !ok {
 		return false
 	}
 	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.Pid))
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", c.Pid))
-	return strings.TrimSpace(string(comm)) == "mv" || path.Base(exe) == "mv"
+	return slices.Contains(progs, strings.TrimSpace(string(comm))) || slices.Contains(progs, path.Base(exe))
 }
 
 // refuseWrite logs a refused change — operation, path, errno, reason — in

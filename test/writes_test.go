@@ -968,3 +968,49 @@ func TestWritesMkdirLinkCount(t *testing.T) {
 		})
 	}
 }
+
+// TestWritesCopiersKeepNames: cp and tar restoring a backup of names/ over
+// the names it holds remove each existing name before making theirs; that
+// removal is refused, so no image loses a name (an image's last name going
+// would remove it, and its link could not be made again). rsync makes its
+// link under a temporary dot name and renames it over the name, which
+// moves the name as ln -sfn does.
+func TestWritesCopiersKeepNames(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	const name = "names/quay.io/org/tool:2" // tool's only name
+	backup := t.TempDir()
+	if out, err := exec.Command("cp", "-P", e.p(name), backup).CombinedOutput(); err != nil {
+		t.Fatalf("cp -P to the backup: %v %s", err, out)
+	}
+	run := func(dir string, args ...string) func() error {
+		return func() error {
+			cmd := exec.Command(args[0], args[1:]...)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			if err != nil && strings.Contains(string(out), "File exists") {
+				return syscall.EEXIST
+			}
+			return fmt.Errorf("%v: %v %s", args, err, out)
+		}
+	}
+	e.refused("cp -r of a backup over its names", syscall.EEXIST, "/"+name, run(backup, "cp", "-r", ".", e.p("names/quay.io/org/")))
+	tarball := filepath.Join(backup, "names.tar")
+	if out, err := exec.Command("tar", "-C", e.p("names"), "-cf", tarball, "quay.io/org/tool:2").CombinedOutput(); err != nil {
+		t.Fatalf("tar -c: %v %s", err, out)
+	}
+	e.refused("tar -x of a backup over its names", syscall.EEXIST, "/"+name, run(e.p("names"), "tar", "-xf", tarball))
+	e.wantTags("after the restores", e.tool.ID, "quay.io/org/tool:2")
+
+	// rsync's way: the link under ".<name>.XXXXXX", renamed over the name.
+	temp := e.p("names/quay.io/org/.tool:2.Ab12Cd")
+	if err := os.Symlink("../../../images/"+e.base.ID, temp); err != nil {
+		t.Fatalf("symlink under a dot name: %v", err)
+	}
+	if err := os.Rename(temp, e.p(name)); err != nil {
+		t.Fatalf("rename of the dot name over the name: %v", err)
+	}
+	e.wantTags("the name moved", e.base.ID, "docker.io/library/alpine:3.19", "localhost/app:1", "quay.io/org/tool:2")
+	if _, err := os.Lstat(temp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temporary name is still there: %v", err)
+	}
+}
