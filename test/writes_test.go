@@ -635,6 +635,20 @@ func TestWritesRefused(t *testing.T) {
 		}
 		return fmt.Errorf("mv: %v %s", err, out)
 	})
+	// Onto an empty directory, mv removes it first: refused too.
+	if err := os.MkdirAll(in("names/example.org/localhost"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.refused("mv(1) of a directory of names onto an empty one", syscall.EXDEV, "/names/example.org/localhost", func() error {
+		out, err := exec.Command("mv", "-T", in("names/localhost"), in("names/example.org/localhost")).CombinedOutput()
+		if err != nil && strings.Contains(string(out), "Invalid cross-device link") {
+			return syscall.EXDEV
+		}
+		return fmt.Errorf("mv: %v %s", err, out)
+	})
+	if st, err := os.Stat(in("names/example.org/localhost")); err != nil || !st.IsDir() {
+		t.Errorf("mv removed the directory in its way: %v", err)
+	}
 
 	// mv out of the mount: the kernel says EXDEV, and mv copies the link
 	// and then removes the source; that removal is refused, so the image
