@@ -363,6 +363,24 @@ func CheckFUSE() error {
 	return fmt.Errorf("FUSE is not available: %s (load the fuse module, or install fuse3)", oneLine(err))
 }
 
+// CheckAllowOther returns a one-line error when a user other than root
+// asks for allow_other and /etc/fuse.conf (conf) does not let users:
+// fusermount3 would refuse, and its reason would reach no terminal.
+func CheckAllowOther(conf string) error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	b, err := os.ReadFile(conf)
+	if err == nil {
+		for line := range strings.Lines(string(b)) {
+			if strings.TrimSpace(line) == "user_allow_other" {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("--allow-other needs user_allow_other in %s for a user other than root (fusermount3 refuses it otherwise)", conf)
+}
+
 // oneLine flattens an error message to one line: library errors sometimes
 // end in, or contain, newlines.
 func oneLine(err error) string {

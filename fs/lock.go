@@ -140,7 +140,9 @@ func WaitServerExit(mountpoint string, timeout time.Duration) error {
 			return fmt.Errorf("waiting for the imagefs process: %w", err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("unmounted %s, but imagefs process %s has not exited after %s", mountpoint, readPid(path), timeout)
+			return fmt.Errorf("unmounted %s, but imagefs process %s has not exited after %s "+
+				"(a copy of the mount in another mount namespace, a podman pause process's, keeps it serving: "+
+				"podman system migrate by that process's user ends it)", mountpoint, readPid(path), timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -134,6 +134,7 @@ func storeOptions(o Options) (storage.StoreOptions, error) {
 	if o.GraphRoot != "" {
 		so.GraphRoot = o.GraphRoot
 	}
+	so.RunRoot = podmanRunRoot(so.RunRoot, os.Geteuid(), os.TempDir())
 	if o.RunRoot != "" {
 		so.RunRoot = o.RunRoot
 	}
@@ -148,6 +149,18 @@ func storeOptions(o Options) (storage.StoreOptions, error) {
 		return so, errors.New("no storage root or run root configured (set --root and --runroot)")
 	}
 	return so, nil
+}
+
+// podmanRunRoot is the run root podman 4.3 uses for a user without
+// XDG_RUNTIME_DIR (and no /run/user/<uid>): its containers/storage named
+// that fallback <tmp>/podman-run-<uid>, ours names it storage-run-<uid>.
+// Another run root would keep podman's records of mounted layers and its
+// locks on them apart from ours: a layer podman has mounted could go.
+func podmanRunRoot(runRoot string, uid int, tmp string) string {
+	if uid == 0 || runRoot != filepath.Join(tmp, fmt.Sprintf("storage-run-%d", uid), "containers") {
+		return runRoot
+	}
+	return filepath.Join(tmp, fmt.Sprintf("podman-run-%d", uid), "containers")
 }
 
 // skipMountHome keeps the overlay driver from making its home a private

@@ -120,3 +120,23 @@ func TestStoreDirs(t *testing.T) {
 		t.Errorf("StoreDirs: %q, want %q", got, want)
 	}
 }
+
+// TestPodmanRunRoot: without XDG_RUNTIME_DIR a user's run root is where
+// podman 4.3 keeps it, not where newer containers/storage would.
+func TestPodmanRunRoot(t *testing.T) {
+	for _, c := range []struct {
+		runRoot string
+		uid     int
+		want    string
+	}{
+		{"/tmp/storage-run-1001/containers", 1001, "/tmp/podman-run-1001/containers"},
+		{"/run/user/1001/containers", 1001, "/run/user/1001/containers"},
+		{"/tmp/storage-run-1002/containers", 1001, "/tmp/storage-run-1002/containers"},
+		{"/run/containers/storage", 0, "/run/containers/storage"},
+		{"/srv/run", 1001, "/srv/run"},
+	} {
+		if got := podmanRunRoot(c.runRoot, c.uid, "/tmp"); got != c.want {
+			t.Errorf("podmanRunRoot(%q, %d) = %q, want %q", c.runRoot, c.uid, got, c.want)
+		}
+	}
+}

@@ -267,8 +267,9 @@ func TestCLIMountErrors(t *testing.T) {
 }
 
 // TestCLIMountNoFUSE: without /dev/fuse, or with one the user may not
-// open (fusermount3 opens it as the user too), the mount is refused with
-// one line. The test makes its own /dev in a private mount namespace.
+// open (fusermount3 opens it as the user too), or with --allow-other that
+// /etc/fuse.conf does not allow users, the mount is refused with one line.
+// The test makes its own /dev (and fuse.conf) in a private mount namespace.
 func TestCLIMountNoFUSE(t *testing.T) {
 	e, _ := newCLIEnv(t)
 	for _, tool := range []string{"unshare", "setpriv"} {
@@ -294,21 +295,25 @@ func TestCLIMountNoFUSE(t *testing.T) {
 	if err := os.Chmod(shared, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	nobody := []string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"}
 	for _, c := range []struct {
 		name, dev string
 		as        []string // the command running imagefs
+		extra     []string // mount flags
 		want      string
 	}{
-		{"no device", "", nil, "FUSE is not available: open /dev/fuse: no such file or directory"},
-		{"device of root's alone, another user", "mknod -m 600 /dev/fuse c 10 229 && ",
-			[]string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"},
+		{"no device", "", nil, nil, "FUSE is not available: open /dev/fuse: no such file or directory"},
+		{"device of root's alone, another user", "mknod -m 600 /dev/fuse c 10 229 && ", nobody, nil,
 			"FUSE is not available to uid 65534: open /dev/fuse: permission denied"},
+		{"allow-other without user_allow_other, another user",
+			"mknod -m 666 /dev/fuse c 10 229 && mount --bind /dev/null /etc/fuse.conf && ", nobody, []string{"--allow-other"},
+			"--allow-other needs user_allow_other in /etc/fuse.conf for a user other than root"},
 	} {
 		for _, mode := range []string{"background", "foreground"} {
 			t.Run(c.name+"/"+mode, func(t *testing.T) {
 				args := append([]string{"-m", "--propagation", "private", "sh", "-c",
 					`mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && ` + c.dev + `exec "$@"`, "sh"}, c.as...)
-				args = append(args, bin, "mount")
+				args = append(append(args, bin, "mount"), c.extra...)
 				if mode == "foreground" {
 					args = append(args, "-f")
 				}

@@ -148,6 +148,11 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 	if err := fs.CheckFUSE(); err != nil {
 		return err
 	}
+	if mf.allowOther {
+		if err := fs.CheckAllowOther("/etc/fuse.conf"); err != nil {
+			return err
+		}
+	}
 	if err := mf.checkNotOverStore(abs); err != nil {
 		return err
 	}
