@@ -733,14 +733,13 @@ func TestWritesReadOnlyMount(t *testing.T) {
 	}
 }
 
-// TestWritesAllowOther: under allow_other another user reads but cannot
-// change anything (EACCES) — refused by the kernel's permission check, and
-// by imagefs itself when the caller can pass that check (CAP_DAC_OVERRIDE)
-// without being root or the user who mounted.
-func TestWritesAllowOther(t *testing.T) {
+// mountForOthers mounts a vfs store of writesImages with allow_other, at a
+// mount point every user can reach (t.TempDir is private to root), the
+// tree made with nopts.
+func mountForOthers(t *testing.T, nopts nodes.Options) *wenv {
+	t.Helper()
 	testenv.RequireFUSE(t)
 	testenv.RequirePodman(t)
-	// A mount point everybody can reach (t.TempDir is private to root).
 	dir, err := os.MkdirTemp("/tmp", "ifsao")
 	if err != nil {
 		t.Fatal(err)
@@ -754,11 +753,10 @@ func TestWritesAllowOther(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s := fixture.NewStore(t, "vfs")
-	base, _, _, _ := writesImages(s, t)
-	logs := &logBuf{}
-	v := openWritesView(t, s, storageview.Options{}, logs)
-	srv, err := fs.Mount(mnt, v, fs.Options{AllowOther: true, Log: log.New(logs, "", 0)})
+	e := &wenv{t: t, s: fixture.NewStore(t, "vfs"), mnt: mnt, logs: &logBuf{}}
+	e.base, e.tool, e.busy, e.lone = writesImages(e.s, t)
+	e.v = openWritesView(t, e.s, storageview.Options{}, e.logs)
+	srv, err := fs.Mount(mnt, e.v, fs.Options{AllowOther: true, Log: log.New(e.logs, "", 0), NodeOptions: nopts})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
@@ -767,7 +765,16 @@ func TestWritesAllowOther(t *testing.T) {
 			t.Errorf("unmount: %v", err)
 		}
 	})
-	e := &wenv{t: t, s: s, v: v, mnt: mnt, logs: logs, base: base}
+	return e
+}
+
+// TestWritesAllowOther: under allow_other another user reads but cannot
+// change anything (EACCES) — refused by the kernel's permission check, and
+// by imagefs itself when the caller can pass that check (CAP_DAC_OVERRIDE)
+// without being root or the user who mounted.
+func TestWritesAllowOther(t *testing.T) {
+	e := mountForOthers(t, nodes.Options{})
+	base := e.base
 
 	asNobody := func(caps []uintptr, name string, args ...string) error {
 		cmd := exec.Command(name, args...)
@@ -874,36 +881,9 @@ func TestWritesDigestsOfLists(t *testing.T) {
 // does what podman does. (The server here runs as root, mounting for user
 // nobody; allow_other lets nobody in, as the mounting user always is.)
 func TestWritesByMountingUser(t *testing.T) {
-	testenv.RequireFUSE(t)
-	testenv.RequirePodman(t)
-	dir, err := os.MkdirTemp("/tmp", "ifsmu") // reachable by nobody
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	testenv.NoMountsLeft(t, dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	mnt := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s := fixture.NewStore(t, "vfs")
-	base, tool, _, lone := writesImages(s, t)
-	logs := &logBuf{}
-	v := openWritesView(t, s, storageview.Options{}, logs)
 	nobody := fuse.Owner{Uid: 65534, Gid: 65534}
-	srv, err := fs.Mount(mnt, v, fs.Options{AllowOther: true, Log: log.New(logs, "", 0), NodeOptions: nodes.Options{Owner: &nobody}})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Unmount(false); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	})
-	e := &wenv{t: t, s: s, v: v, mnt: mnt, logs: logs, base: base}
+	e := mountForOthers(t, nodes.Options{Owner: &nobody})
+	base, tool, lone := e.base, e.tool, e.lone
 	for _, p := range []string{"names", "names/localhost", "images", "digests"} {
 		var st syscall.Stat_t
 		if err := syscall.Stat(e.p(p), &st); err != nil || st.Uid != nobody.Uid || st.Gid != nobody.Gid || st.Mode != syscall.S_IFDIR|0o755 {
