@@ -91,7 +91,7 @@ func TestServerLock(t *testing.T) {
 	if got := ServerPid(mp); got != os.Getpid() {
 		t.Errorf("ServerPid = %d, want %d", got, os.Getpid())
 	}
-	if err := WaitServerExit(mp, 50*time.Millisecond); err == nil || !strings.Contains(err.Error(), pid) {
+	if err := WaitServerExit(mp, os.Geteuid(), 50*time.Millisecond); err == nil || !strings.Contains(err.Error(), pid) {
 		t.Errorf("WaitServerExit while locked = %v, want a timeout naming pid %s", err, pid)
 	}
 	other, err := LockMountpoint("/another/mount/point")
@@ -106,7 +106,7 @@ func TestServerLock(t *testing.T) {
 		released <- time.Now()
 		l.Release()
 	}()
-	if err := WaitServerExit(mp, 5*time.Second); err != nil {
+	if err := WaitServerExit(mp, os.Geteuid(), 5*time.Second); err != nil {
 		t.Fatalf("WaitServerExit: %v", err)
 	}
 	if at := <-released; time.Now().Before(at) {
@@ -115,7 +115,7 @@ func TestServerLock(t *testing.T) {
 	if _, err := os.Stat(LockPath(mp)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("lock file left after Release: %v", err)
 	}
-	if err := WaitServerExit(mp, time.Second); err != nil {
+	if err := WaitServerExit(mp, os.Geteuid(), time.Second); err != nil {
 		t.Errorf("WaitServerExit with no server: %v", err)
 	}
 }

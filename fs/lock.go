@@ -116,12 +116,36 @@ func (l *MountLock) Release() {
 	l.f = nil
 }
 
+// lockPaths lists where the server of mountpoint, run by user uid, may
+// keep its lock file: in our run directory, then in that user's usual
+// ones (root unmounting a user's mount, a user in another session).
+func lockPaths(mountpoint string, uid int) []string {
+	own := LockPath(mountpoint)
+	dirs := []string{filepath.Join("/run/user", strconv.Itoa(uid), "imagefs"), filepath.Join("/tmp", "imagefs-"+strconv.Itoa(uid))}
+	if uid == 0 {
+		dirs = []string{"/run/imagefs"}
+	}
+	paths := []string{own}
+	for _, d := range dirs {
+		if p := filepath.Join(d, filepath.Base(own)); p != own {
+			paths = append(paths, p)
+		}
+	}
+	return paths
+}
+
 // WaitServerExit waits until no process holds the server lock of
-// mountpoint (the server has stopped and closed the store), at most timeout.
-// On timeout it returns an error naming the pid.
-func WaitServerExit(mountpoint string, timeout time.Duration) error {
-	path := LockPath(mountpoint)
-	f, err := os.Open(path)
+// mountpoint, mounted by user uid (the server has stopped and closed the
+// store), at most timeout. On timeout it returns an error naming the pid.
+func WaitServerExit(mountpoint string, uid int, timeout time.Duration) error {
+	var f *os.File
+	var path string
+	var err error
+	for _, path = range lockPaths(mountpoint, uid) {
+		if f, err = os.Open(path); !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // released and removed
 	}

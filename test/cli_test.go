@@ -767,3 +767,25 @@ func TestCLIReadOnlyMount(t *testing.T) {
 	e.umount(mp, pid)
 	e.storeUsable(added.ID)
 }
+
+// TestCLIUmountFindsServerElsewhere: imagefs umount waits for the server
+// also when the server keeps its lock file in another run directory than
+// the caller's: here the default one (/run/imagefs, the server's), while
+// umount runs with IMAGEFS_RUN_DIR set, as root unmounting a user's mount
+// or a user in another session would.
+func TestCLIUmountFindsServerElsewhere(t *testing.T) {
+	e, added := newCLIEnv(t)
+	mp := e.mkdir("mnt")
+	withRunDir := e.env
+	e.env = slices.DeleteFunc(slices.Clone(e.env), func(kv string) bool { return strings.HasPrefix(kv, fs.RunDirVar+"=") })
+	pid := e.mountBackground(mp)
+	checkTree(t, mp, added.ID)
+	e.env = withRunDir
+	if r := e.run(60*time.Second, "umount", mp); r.code != 0 {
+		t.Fatalf("imagefs umount: exit %d: %s", r.code, r.stderr)
+	}
+	if !processGone(pid) {
+		t.Errorf("imagefs umount returned while the server (pid %d) still runs", pid)
+		waitGone(t, pid, 10*time.Second)
+	}
+}

@@ -81,5 +81,5 @@ func umount(mountpoint string, lazy bool, timeout time.Duration) error {
 	if lazy {
 		return nil
 	}
-	return fs.WaitServerExit(abs, timeout)
+	return fs.WaitServerExit(abs, m.UserID, timeout)
 }
