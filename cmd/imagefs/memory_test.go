@@ -49,10 +49,17 @@ func TestReturnIdleMemory(t *testing.T) {
 	stop := returnIdleMemory(every)
 	defer stop()
 
-	for end := time.Now().Add(5 * every); time.Now().Before(end); {
-		sink = make([]byte, 1<<20) // 1 MiB of garbage per iteration
+	// 1 MiB of garbage per iteration, the last 16 MiB kept live until the
+	// burst ends: then that much is garbage at once, whatever the
+	// collector and scavenger did meanwhile (on a loaded machine they
+	// could otherwise leave less than minReturnBytes to return).
+	var last [16][]byte
+	for i, end := 0, time.Now().Add(5*every); time.Now().Before(end); i++ {
+		last[i%len(last)] = make([]byte, 1<<20)
+		sink = last[i%len(last)]
 		time.Sleep(every / 10)
 	}
+	last = [16][]byte{}
 	sink = nil
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("memory returned %d times while the process allocated", n)
