@@ -209,11 +209,8 @@ func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fus
 	if err := w.Writable(); err != nil {
 		return nil, t.writeErrno(ctx, op, p, err)
 	}
-	// mv makes a directory only to copy one it could not rename (EXDEV,
-	// Rename below): name by name, each a tag, then it could remove none.
-	if calledByMv(ctx) {
-		return nil, t.refuseWrite(op, p, syscall.EXDEV, "a directory of names does not move, not even by copying: "+
-			"move the names one by one")
+	if errno := t.refuseDirCopy(ctx, op, p); errno != 0 {
+		return nil, errno
 	}
 	ix := t.index()
 	full := joinName(d.path, name)
@@ -267,11 +264,8 @@ func (d *namesDir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if _, errno := t.writer(ctx, op, p); errno != 0 {
 		return errno
 	}
-	// mv removes an empty destination directory before it copies a
-	// directory of names into its place, which it may not (Mkdir).
-	if calledByMv(ctx) {
-		return t.refuseWrite(op, p, syscall.EXDEV, "a directory of names does not move, not even by copying: "+
-			"move the names one by one")
+	if errno := t.refuseDirCopy(ctx, op, p); errno != 0 {
+		return errno
 	}
 	ix := t.index()
 	full := joinName(d.path, name)

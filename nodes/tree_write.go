@@ -184,6 +184,18 @@ func (t *tree) refuseMoveOut(ctx context.Context, op, p string) syscall.Errno {
 		"or remove an image: use cp -P, ln -sfn and rm")
 }
 
+// refuseDirCopy refuses the mkdir and rmdir that mv(1) makes in names/
+// when it copies a directory of names it could not rename (EXDEV): name
+// by name, each a tag, after which it could remove none; in the way of
+// the copy, it removes an empty directory first.
+func (t *tree) refuseDirCopy(ctx context.Context, op, p string) syscall.Errno {
+	if !calledByMv(ctx) {
+		return 0
+	}
+	return t.refuseWrite(op, p, syscall.EXDEV, "a directory of names does not move, not even by copying: "+
+		"move the names one by one")
+}
+
 // refuseReplace refuses a removal that a copying program makes to replace
 // a name (cp, tar, cpio and install remove an existing destination, then
 // create theirs): restoring a backup of names/ over the names it holds

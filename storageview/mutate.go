@@ -54,21 +54,21 @@ func (m *mutator) done() {
 	}
 }
 
-// deleteImage deletes the image and the layers nothing else uses; the
-// store refuses, changing nothing, when a container uses the image.
-func (m *mutator) deleteImage(id string) error {
+// deleteImage deletes the image img of the store's images imgs (as just
+// read) and the layers nothing else uses; the store refuses, changing
+// nothing, when a container uses the image.
+func (m *mutator) deleteImage(img *storage.Image, imgs []storage.Image) error {
+	id := img.ID
 	if m.otherUsers != nil {
 		if users := m.otherUsers(id); len(users) > 0 {
 			return fmt.Errorf("%w: image used by %s (recorded in the graph root, where podman 4.3 keeps containers of a transient store)", ErrInUse, short(users[0]))
 		}
 	}
-	if img, err := m.store.Image(id); err == nil {
-		restore, err := m.openLayersForRemoval(img)
-		if err != nil {
-			return err
-		}
-		defer restore()
+	restore, err := m.openLayersForRemoval(img, imgs)
+	if err != nil {
+		return err
 	}
+	defer restore()
 	if m.deleting != nil {
 		m.deleting(id)
 	}
@@ -513,7 +513,7 @@ func (m *mutator) removeName(name string) (id string, removed bool, err error) {
 	}
 	// The last name: remove the image. DeleteImage checks for containers
 	// under the store's lock and changes nothing when one uses the image.
-	if err := m.deleteImage(img.ID); err != nil {
+	if err := m.deleteImage(img, imgs); err != nil {
 		return img.ID, false, err
 	}
 	return img.ID, true, nil
@@ -547,7 +547,7 @@ func (m *mutator) removeImage(id string, onlyUnnamed bool) error {
 	if onlyUnnamed && len(img.Names) > 0 {
 		return fmt.Errorf("%w: %s", errNamed, strings.Join(img.Names, ", "))
 	}
-	return m.deleteImage(img.ID)
+	return m.deleteImage(img, imgs)
 }
 
 // retag moves the image holding oldName to newName: newName is appended,

@@ -14,8 +14,9 @@ import (
 )
 
 // openLayersForRemoval makes sure, for a server that is not root, that it
-// can delete every layer DeleteImage would delete with img (the image's
-// mapped copies of its top layer included), and lets it:
+// can delete every layer DeleteImage would delete with img, one of the
+// store's images (the image's mapped copies of its top layer included),
+// and lets it:
 // containers/storage deletes with this process's rights and does not
 // change modes, but its overlay driver makes every layer's diff directory
 // 0555, and images have 0555 directories of their own. Directories of the
@@ -27,14 +28,10 @@ import (
 // containers/storage, failing half way through a layer, would leave its
 // rest in a temporary directory whose removal fails at every later open of
 // the store. Layers do not change, so a check before the deletion holds.
-func (m *mutator) openLayersForRemoval(img *storage.Image) (restore func(), err error) {
+func (m *mutator) openLayersForRemoval(img *storage.Image, images []storage.Image) (restore func(), err error) {
 	restore = func() {}
 	if os.Geteuid() == 0 || img.TopLayer == "" {
 		return restore, nil
-	}
-	images, err := m.store.Images()
-	if err != nil {
-		return restore, err
 	}
 	layers, err := m.store.Layers()
 	if err != nil {
