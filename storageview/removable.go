@@ -105,12 +105,25 @@ func (m *mutator) openLayersForRemoval(img *storage.Image, images []storage.Imag
 	return restore, nil
 }
 
-// layerDir is where the driver keeps a layer's files.
+// layerDir is where the driver keeps a layer's files: under the graph
+// root, or under storage.conf's imagestore, where image layers go when
+// one is set.
 func (m *mutator) layerDir(id string) string {
-	if m.store.GraphDriverName() == "vfs" {
-		return filepath.Join(m.store.GraphRoot(), "vfs", "dir", id)
+	var dir string
+	for _, root := range []string{m.store.GraphRoot(), m.store.ImageStore()} {
+		if root == "" {
+			continue
+		}
+		if m.store.GraphDriverName() == "vfs" {
+			dir = filepath.Join(root, "vfs", "dir", id)
+		} else {
+			dir = filepath.Join(root, m.store.GraphDriverName(), id)
+		}
+		if _, err := os.Lstat(dir); err == nil {
+			break
+		}
 	}
-	return filepath.Join(m.store.GraphRoot(), m.store.GraphDriverName(), id)
+	return dir
 }
 
 // closedDir is a directory of ours that holds entries we may not remove

@@ -18,7 +18,10 @@ import (
 // (removeAsHelper), run as another user by TestRemoveAsNonRoot.
 const removeAsHelperEnv = "STORAGEVIEW_REMOVE_AS"
 
-type removeRequest struct{ GraphRoot, RunRoot, Driver, ImageID string }
+type removeRequest struct {
+	GraphRoot, RunRoot, Driver, ImageID string
+	StorageConf                         string // CONTAINERS_STORAGE_CONF, if not /dev/null
+}
 
 // removeAsHelper opens the store the JSON request names, removes the
 // image (if it names one) and prints "ok" or the error.
@@ -54,9 +57,20 @@ func removeAsHelper(req string) {
 // and a layer that stays (shared with another image) keeps its modes.
 func TestRemoveAsNonRoot(t *testing.T) {
 	testenv.RequireRoot(t) // to give the store to another user
-	for _, driver := range []string{"vfs", "overlay"} {
-		t.Run(driver, func(t *testing.T) {
-			s := fixture.NewStore(t, driver)
+	for _, tc := range []struct {
+		name, driver string
+		imageStore   bool // layers in storage.conf's imagestore, not the graph root
+	}{{"vfs", "vfs", false}, {"overlay", "overlay", false}, {"vfs-imagestore", "vfs", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			driver := tc.driver
+			var s *fixture.Store
+			var conf string // the helper's storage.conf, which alone names the image store
+			if tc.imageStore {
+				s = fixture.NewStoreWithImageStore(t, driver)
+				conf = s.StorageConfPath()
+			} else {
+				s = fixture.NewStore(t, driver)
+			}
 			locked := s.Add(t, fixture.Image{Names: []string{"localhost/locked:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{
 				fixture.Dir("home"), fixture.Dir("home/u", fixture.Mode(0o700)), fixture.File("home/u/secret", "s\n"),
 			}}}})
@@ -69,10 +83,14 @@ func TestRemoveAsNonRoot(t *testing.T) {
 			const user = 65534
 			giveStore(t, s, user)
 			layerDir := func(id string) string {
-				if driver == "vfs" {
-					return filepath.Join(s.GraphRoot, "vfs", "dir", id)
+				root := s.GraphRoot
+				if s.ImageStore != "" {
+					root = s.ImageStore
 				}
-				return filepath.Join(s.GraphRoot, "overlay", id, "diff")
+				if driver == "vfs" {
+					return filepath.Join(root, "vfs", "dir", id)
+				}
+				return filepath.Join(root, "overlay", id, "diff")
 			}
 			// The locked image's home/u stays root's, as a container
 			// user's directory is a subuid's on disk.
@@ -89,7 +107,9 @@ func TestRemoveAsNonRoot(t *testing.T) {
 			}
 			lockedModes, keptModes := modes(locked.LayerIDs[0]), modes(kept.LayerIDs[0])
 			asUser := helperAs(t, user)
-			removeAs := func(id string) string { return asUser(removeRequest{s.GraphRoot, s.RunRoot, driver, id}) }
+			removeAs := func(id string) string {
+				return asUser(removeRequest{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: driver, ImageID: id, StorageConf: conf})
+			}
 
 			out := removeAs(locked.ID)
 			if !strings.Contains(out, "only the store's user namespace can remove it") || !strings.Contains(out, secretDir) {
@@ -107,19 +127,25 @@ func TestRemoveAsNonRoot(t *testing.T) {
 			if got := modes(kept.LayerIDs[0]); got != keptModes {
 				t.Errorf("the layer another image keeps has other modes now:\n%s\nwas\n%s", got, keptModes)
 			}
-			s.Store.Free()
-			v, err := Open(Options{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: driver})
-			if err != nil {
-				t.Fatal(err)
+			if out := removeAs(""); out != "ok" {
+				t.Errorf("the store does not open after the removals: %s", out)
 			}
-			defer v.Close()
-			ix := v.Index()
-			if ix.ImageByID(locked.ID) == nil || ix.Layer(locked.LayerIDs[0]) == nil || ix.ImageByID(kept.ID) == nil {
-				t.Errorf("the store lost what it was not asked to: locked %v, its layer %v, kept %v",
-					ix.ImageByID(locked.ID), ix.Layer(locked.LayerIDs[0]), ix.ImageByID(kept.ID))
+			// The fixture's store object knows of the image store; this
+			// process's storage.conf (read once) does not.
+			has := func(image, layer string) bool {
+				_, ierr := s.Store.Image(image)
+				_, lerr := s.Store.Layer(layer)
+				return ierr == nil && lerr == nil
 			}
-			if ix.ImageByID(plain.ID) != nil || ix.Layer(plain.LayerIDs[1]) != nil {
-				t.Errorf("the removed image or its own layer is still there")
+			if !has(locked.ID, locked.LayerIDs[0]) || !has(kept.ID, kept.LayerIDs[0]) {
+				t.Errorf("the store lost what it was not asked to: locked %v, kept %v",
+					has(locked.ID, locked.LayerIDs[0]), has(kept.ID, kept.LayerIDs[0]))
+			}
+			if _, err := s.Store.Image(plain.ID); err == nil {
+				t.Errorf("the removed image is still there")
+			}
+			if _, err := s.Store.Layer(plain.LayerIDs[1]); err == nil {
+				t.Errorf("the removed image's own layer is still there")
 			}
 		})
 	}
@@ -129,7 +155,10 @@ func TestRemoveAsNonRoot(t *testing.T) {
 // searchable.
 func giveStore(t *testing.T, s *fixture.Store, user int) {
 	t.Helper()
-	for _, root := range []string{s.GraphRoot, s.RunRoot} {
+	for _, root := range []string{s.GraphRoot, s.RunRoot, s.ImageStore} {
+		if root == "" {
+			continue
+		}
 		for dir := filepath.Dir(root); dir != "/"; dir = filepath.Dir(dir) {
 			var st syscall.Stat_t
 			if syscall.Stat(dir, &st) == nil && st.Mode&0o001 == 0 {
@@ -170,9 +199,13 @@ func helperAs(t *testing.T, user int) func(removeRequest) string {
 	}
 	return func(r removeRequest) string {
 		req, _ := json.Marshal(r)
+		conf := r.StorageConf
+		if conf == "" {
+			conf = "/dev/null"
+		}
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(), removeAsHelperEnv+"="+string(req), "XDG_RUNTIME_DIR="+xdg, "HOME=/nonexistent",
-			"CONTAINERS_STORAGE_CONF=/dev/null")
+			"CONTAINERS_STORAGE_CONF="+conf)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(user), Gid: uint32(user)}}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -222,7 +255,7 @@ func TestRemoveAsNonRootMappedLayer(t *testing.T) {
 		t.Fatalf("chown: %v %s", err, out)
 	}
 	removeAs := helperAs(t, user)
-	req := removeRequest{s.GraphRoot, s.RunRoot, "vfs", img.ID}
+	req := removeRequest{GraphRoot: s.GraphRoot, RunRoot: s.RunRoot, Driver: "vfs", ImageID: img.ID}
 	if out := removeAs(req); !strings.Contains(out, "only the store's user namespace can remove it") || !strings.Contains(out, mapped) {
 		t.Errorf("removing the image whose mapped layer the user may not delete: %q, want a refusal naming %s", out, mapped)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/internal/fixture"
 	"github.com/imagefs/imagefs/internal/testenv"
 )
 
@@ -574,6 +575,55 @@ func TestCLIRemoveImageOnAdditionalLayer(t *testing.T) {
 		t.Errorf("podman images after the removal: %q", out)
 	}
 	e.umount(mp, pid) // it has shut the store down (and its driver's mount)
+}
+
+// TestCLIImageStore: with storage.conf's imagestore set, the images and
+// their layers live there, not in the graph root. The tree shows their
+// files, and removing an image deletes its own layer from the image store
+// and keeps the layer another image shares.
+func TestCLIImageStore(t *testing.T) {
+	s := fixture.NewStoreWithImageStore(t, "overlay")
+	base := fixture.Layer{Entries: []fixture.Entry{fixture.File("etc/base", "base\n")}}
+	kept := s.Add(t, fixture.Image{Names: []string{"localhost/kept:1"}, Layers: []fixture.Layer{base}})
+	gone := s.Add(t, fixture.Image{Names: []string{"localhost/gone:1"}, Layers: []fixture.Layer{base, {Entries: []fixture.Entry{
+		fixture.File("etc/own", "own\n"),
+	}}}})
+	s.Close()
+	layerDir := func(id string) string { return filepath.Join(s.ImageStore, "overlay", id) }
+	for _, id := range gone.LayerIDs {
+		if _, err := os.Stat(layerDir(id)); err != nil {
+			t.Fatalf("the fixture's layer is not in the image store: %v", err)
+		}
+	}
+	e := cliEnvFor(t, s)
+	mp := e.mkdir("mnt")
+	pid := e.mountBackground(mp)
+	for path, want := range map[string]string{
+		"images/" + gone.ID + "/rootfs/etc/own":           "own\n",
+		"names/localhost/kept:1/rootfs/etc/base":          "base\n",
+		"layers/" + gone.LayerIDs[1] + "/diff/etc/own":    "own\n",
+		"images/" + kept.ID + "/layers/000/diff/etc/base": "base\n",
+	} {
+		if got, err := os.ReadFile(filepath.Join(mp, path)); err != nil || string(got) != want {
+			t.Errorf("cat %s = %q, %v; want %q", path, got, err, want)
+		}
+	}
+	if err := syscall.Unlink(filepath.Join(mp, "names", "localhost", "gone:1")); err != nil {
+		t.Fatalf("rm of the image's last name: %v", err)
+	}
+	e.umount(mp, pid)
+	if _, err := os.Stat(layerDir(gone.LayerIDs[1])); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the removed image's own layer is still in the image store: %v", err)
+	}
+	if _, err := os.Stat(layerDir(gone.LayerIDs[0])); err != nil {
+		t.Errorf("the layer the kept image shares: %v", err)
+	}
+	if _, err := s.Store.Image(kept.ID); err != nil {
+		t.Errorf("the kept image: %v", err)
+	}
+	if _, err := s.Store.Image(gone.ID); err == nil {
+		t.Errorf("the removed image is still in the store")
+	}
 }
 
 // TestCLIVersion: `imagefs version` names itself and the pinned libraries.

@@ -108,7 +108,6 @@ type cliEnv struct {
 func newCLIEnv(t *testing.T) (*cliEnv, fixture.Added) {
 	t.Helper()
 	testenv.RequireFUSE(t)
-	bin := imagefsBin(t)
 	s := fixture.NewStore(t, "overlay")
 	added := s.Add(t, fixture.Image{
 		Names: []string{"localhost/cli/hello:1", "localhost/cli/hello:latest"},
@@ -117,6 +116,14 @@ func newCLIEnv(t *testing.T) (*cliEnv, fixture.Added) {
 		}}},
 	})
 	s.Close()
+	return cliEnvFor(t, s), added
+}
+
+// cliEnvFor runs the binary against the closed store s.
+func cliEnvFor(t *testing.T, s *fixture.Store) *cliEnv {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	bin := imagefsBin(t)
 	dir := t.TempDir()
 	testenv.NoMountsLeft(t, dir) // registered before the unmount cleanups, so it runs after them
 	run := filepath.Join(dir, "run")
@@ -131,7 +138,7 @@ func newCLIEnv(t *testing.T) (*cliEnv, fixture.Added) {
 		// The store's own storage.conf (CONTAINERS_STORAGE_CONF) keeps the
 		// machine's configuration out, for podman and imagefs alike.
 		env: append(s.PodmanEnv(), "IMAGEFS_RUN_DIR="+run),
-	}, added
+	}
 }
 
 // useStorageConf makes imagefs and podman find the fixture store by a
