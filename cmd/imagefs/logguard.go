@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // The server logs every refused change with the path the caller gave, and
@@ -62,30 +63,38 @@ func (g *logGuard) Write(p []byte) (int, error) {
 }
 
 // escapeControl writes the control characters of b as Go escapes (\n,
-// \x1b), so that one log line stays one line and cannot drive a terminal.
+// \x1b, \u009b), so that one log line stays one line and cannot drive a
+// terminal. Bytes that are not UTF-8 are escaped too (\xe9): a terminal
+// in an 8-bit mode takes 0x9b alone for the C1 control CSI.
 func escapeControl(b []byte) []byte {
-	if !bytes.ContainsFunc(b, isControl) {
+	if !needsEscape(b) {
 		return b
 	}
 	out := make([]byte, 0, len(b)+16)
-	for _, c := range b {
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
 		switch {
-		case c == '\n':
+		case r == '\n':
 			out = append(out, `\n`...)
-		case c == '\r':
+		case r == '\r':
 			out = append(out, `\r`...)
-		case c == '\t':
+		case r == '\t':
 			out = append(out, `\t`...)
-		case isControl(rune(c)):
-			out = fmt.Appendf(out, `\x%02x`, c)
+		case r == utf8.RuneError && size == 1, r < 0x20, r == 0x7f:
+			out = fmt.Appendf(out, `\x%02x`, b[0])
+		case r <= 0x9f && r >= 0x80:
+			out = fmt.Appendf(out, `\u%04x`, r)
 		default:
-			out = append(out, c)
+			out = append(out, b[:size]...)
 		}
+		b = b[size:]
 	}
 	return out
 }
 
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+func needsEscape(b []byte) bool {
+	return !utf8.Valid(b) || bytes.ContainsFunc(b, func(r rune) bool { return r < 0x20 || r >= 0x7f && r <= 0x9f })
+}
 
 // takeDropped returns how many lines were left out since the last line
 // written, and forgets them: the caller says so (at the end of a mount).

@@ -16,6 +16,13 @@ func TestLogGuardEscapes(t *testing.T) {
 	if want := "imagefs: create /rootfs/tmp/x\\nimagefs: forged\\r\\x1b[2J\\ttab: refused\n"; buf.String() != want {
 		t.Errorf("logged %q, want %q", buf.String(), want)
 	}
+	// C1 controls, as UTF-8 and as the lone bytes an 8-bit terminal reads;
+	// other text as it is.
+	buf.Reset()
+	l.Printf("create %s: refused", "/rootfs/tmp/\u009b2J\x9b2J caf\xe9 café ✓")
+	if want := "imagefs: create /rootfs/tmp/\\u009b2J\\x9b2J caf\\xe9 café ✓: refused\n"; buf.String() != want {
+		t.Errorf("logged %q, want %q", buf.String(), want)
+	}
 }
 
 func TestLogGuardRate(t *testing.T) {
