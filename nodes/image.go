@@ -42,6 +42,7 @@ type imageChild struct {
 
 func isList(img *storageview.Image) bool  { return img.IsList }
 func notList(img *storageview.Image) bool { return !img.IsList }
+func hasConfig(img *storageview.Image) bool { return !img.IsList && !img.NoConfig }
 
 // imageChildren are the entries of images/<id>/. Entries served by other
 // files join it from their init (rootfs/: rootfs_hook.go, with lookup and
@@ -51,7 +52,7 @@ var imageChildren = []imageChild{
 		return d.file("manifest", blobSource{immutable: true, versioned: true,
 			read: func() ([]byte, error) { return d.t.store.Manifest(d.id) }}, manifestVersion)
 	}},
-	{name: "config", mode: syscall.S_IFREG, in: notList, node: func(d *imageDir) treeNode {
+	{name: "config", mode: syscall.S_IFREG, in: hasConfig, node: func(d *imageDir) treeNode {
 		return d.file("config", blobSource{immutable: true,
 			read: func() ([]byte, error) { return d.t.store.Config(d.id) }}, nil)
 	}},

@@ -117,11 +117,20 @@ func TestImagesListing(t *testing.T) {
 
 func TestImageEntries(t *testing.T) {
 	w := newWorld()
+	w.dangling.NoConfig = true // as a docker schema 1 image
+	w.s.rebuild()
 	h := newHarness(t, w.s, Options{})
 	image := withOthers([]string{"config", "digest", "history", "inspect.json", "layers", "manifest", "names"}, false)
 	list := withOthers([]string{"digest", "inspect.json", "instances", "manifest", "names"}, true)
 	if got := h.mustReaddir("images/" + w.alpine.ID); !slices.Equal(got, image) {
 		t.Errorf("image dir lists %q, want %q", got, image)
+	}
+	schema1 := slices.DeleteFunc(slices.Clone(image), func(name string) bool { return name == "config" })
+	if got := h.mustReaddir("images/" + w.dangling.ID); !slices.Equal(got, schema1) {
+		t.Errorf("the dir of an image without a config lists %q, want %q", got, schema1)
+	}
+	if _, _, _, errno := h.lookup("images/" + w.dangling.ID + "/config"); errno != syscall.ENOENT {
+		t.Errorf("config of an image without one: %v, want ENOENT", errno)
 	}
 	if got := h.mustReaddir("images/" + w.lst.ID); !slices.Equal(got, list) {
 		t.Errorf("list dir lists %q, want %q", got, list)

@@ -27,6 +27,7 @@ type Image struct {
 	Created      time.Time
 	ReadOnly     bool     // from an additional (read-only) image store
 	IsList       bool     // a manifest list / OCI index stored as an image
+	NoConfig     bool     // no config blob stored: lists, docker schema 1 images
 	Containers   []string // IDs of the containers using this image, sorted
 
 	// Filled by the View's rebuild (zero in hand-made indexes):

@@ -163,7 +163,8 @@ func removedMeanwhile(img *Image) error {
 
 // loadConfig reads the image the way podman's libimage does (through the
 // containers-storage transport): Inspect, OCIConfig, and the raw config
-// for docker-format comment and healthcheck.
+// for docker-format comment and healthcheck. Docker schema 1 images have
+// no config (podman leaves both empty for them).
 func (v *View) loadConfig(img *Image, m *imageMeta) error {
 	ctx := context.Background()
 	ref, err := istorage.Transport.NewStoreReference(v.store, nil, img.ID)
@@ -191,13 +192,9 @@ func (v *View) loadConfig(img *Image, m *imageMeta) error {
 		if len(m.oci.History) > 0 {
 			m.comment = m.oci.History[0].Comment
 		}
-	case manifest.DockerV2Schema1MediaType, manifest.DockerV2Schema1SignedMediaType, manifest.DockerV2Schema2MediaType:
-		raw, err := src.ConfigBlob(ctx)
-		if err != nil {
-			return err
-		}
+	case manifest.DockerV2Schema2MediaType:
 		var dc manifest.Schema2V1Image
-		if err := json.Unmarshal(raw, &dc); err != nil {
+		if err := json.Unmarshal(m.config, &dc); err != nil {
 			return err
 		}
 		m.comment = dc.Comment

@@ -213,6 +213,7 @@ func buildIndex(gen uint64, simages []storage.Image, slayers []storage.Layer, co
 		for _, n := range si.BigDataSizes {
 			img.metaSize += n
 		}
+		img.NoConfig = !slices.ContainsFunc(si.BigDataNames, isConfigKey)
 		// The digest the manifest file hashes to. podman 4.3 leaves a
 		// list's record Digest at the empty list it started from, so the
 		// "manifest" item's own digest comes first.
@@ -235,6 +236,11 @@ func buildIndex(gen uint64, simages []storage.Image, slayers []storage.Layer, co
 	}
 	return NewIndex(gen, images, layers)
 }
+
+// isConfigKey reports whether a big data item's key is a config's: the
+// config is stored under its digest; manifests, signatures and a list's
+// instances under names of their own ("manifest-sha256:…").
+func isConfigKey(key string) bool { return digest.Digest(key).Validate() == nil }
 
 // imageDigests lists every manifest digest of the record, first the main
 // one, the others sorted (containers/storage computes them from a map, in
@@ -286,7 +292,7 @@ func sameRecords(a, b *Index) bool {
 	for i, x := range a.Images {
 		y := b.Images[i]
 		if x.ID != y.ID || x.Digest != y.Digest || x.TopLayer != y.TopLayer || !x.Created.Equal(y.Created) ||
-			x.ReadOnly != y.ReadOnly || x.IsList != y.IsList || x.recordDigest != y.recordDigest ||
+			x.ReadOnly != y.ReadOnly || x.IsList != y.IsList || x.NoConfig != y.NoConfig || x.recordDigest != y.recordDigest ||
 			x.order != y.order || x.metaSize != y.metaSize ||
 			!slices.Equal(x.Names, y.Names) || !slices.Equal(x.NamesHistory, y.NamesHistory) ||
 			!slices.Equal(x.Digests, y.Digests) || !slices.Equal(x.Layers, y.Layers) ||

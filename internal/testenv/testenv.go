@@ -57,6 +57,14 @@ func RequirePodman(t testing.TB) string {
 	return p
 }
 
+// RequireSkopeo skips (or fails) unless the skopeo binary is on PATH.
+func RequireSkopeo(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("skopeo"); err != nil {
+		missing(t, "skopeo")
+	}
+}
+
 // MountsUnder lists the mount points in /proc/self/mounts at or below dir.
 func MountsUnder(dir string) ([]string, error) {
 	f, err := os.Open("/proc/self/mounts")
