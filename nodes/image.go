@@ -40,8 +40,8 @@ type imageChild struct {
 	ino    func(imageID string) uint64
 }
 
-func isList(img *storageview.Image) bool  { return img.IsList }
-func notList(img *storageview.Image) bool { return !img.IsList }
+func isList(img *storageview.Image) bool    { return img.IsList }
+func notList(img *storageview.Image) bool   { return !img.IsList }
 func hasConfig(img *storageview.Image) bool { return !img.IsList && !img.NoConfig }
 
 // imageChildren are the entries of images/<id>/. Entries served by other
