@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,28 +23,41 @@ type instancesDir struct {
 	dirNode
 	id string
 
+	// podman manifest add, remove and annotate change a list in place:
+	// its instances are read once per manifest digest.
 	mu        sync.Mutex
-	instances []storageview.Instance // read once: a list never changes
+	version   digest.Digest
+	instances []storageview.Instance // nil: not read yet
 }
 
 const platformsName = "platforms"
 
-// list returns the list's instances, read from the store once.
-func (d *instancesDir) list(ctx context.Context) ([]storageview.Instance, syscall.Errno) {
+// list returns the instances of the list img, as its manifest now has them.
+func (d *instancesDir) list(ctx context.Context, img *storageview.Image) ([]storageview.Instance, syscall.Errno) {
+	inst, err := d.instancesOf(img.Digest)
+	if err != nil {
+		return nil, d.t.toErrno(ctx, "read", "/images/"+d.id+"/instances", err)
+	}
+	return inst, 0
+}
+
+// instancesOf returns the instances of the list whose manifest digest is
+// version, reading them from the store once.
+func (d *instancesDir) instancesOf(version digest.Digest) ([]storageview.Instance, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.instances != nil {
-		return d.instances, 0
+	if d.instances != nil && d.version == version {
+		return d.instances, nil
 	}
 	inst, err := d.t.store.Instances(d.id)
 	if err != nil {
-		return nil, d.t.toErrno(ctx, "read", "/images/"+d.id+"/instances", err)
+		return nil, err
 	}
 	if inst == nil {
 		inst = []storageview.Instance{}
 	}
-	d.instances = inst
-	return inst, 0
+	d.version, d.instances = version, inst
+	return inst, nil
 }
 
 func (d *instancesDir) listImage(ix *storageview.Index) *storageview.Image {
@@ -58,7 +72,6 @@ func (d *instancesDir) stable() fusefs.StableAttr {
 	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno(kindInstances, d.id)}
 }
 
-// The entries never change (a list is immutable); the links' targets do.
 func (d *instancesDir) timeouts() (time.Duration, time.Duration) {
 	return d.t.immutableTimeout, d.t.attrTimeout
 }
@@ -75,15 +88,16 @@ func (d *instancesDir) attr(ctx context.Context, ix *storageview.Index, a *fuse.
 // Lookup finds platforms and the instances by digest.
 func (d *instancesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	ix := d.t.index()
-	if d.listImage(ix) == nil {
+	img := d.listImage(ix)
+	if img == nil {
 		return nil, syscall.ENOENT
 	}
-	inst, errno := d.list(ctx)
+	if name == platformsName {
+		return lookupChild(ctx, d.EmbeddedInode(), name, ix, d.platforms(), out)
+	}
+	inst, errno := d.list(ctx, img)
 	if errno != 0 {
 		return nil, errno
-	}
-	if name == platformsName {
-		return lookupChild(ctx, d.EmbeddedInode(), name, ix, d.platforms(inst), out)
 	}
 	for _, in := range inst {
 		if in.Digest.String() == name {
@@ -110,25 +124,33 @@ func (d *instancesDir) link(dg digest.Digest) *symlink {
 			}
 			return "../../../digests/" + dg.String(), t.timeOr(ix, list.Created), true
 		},
-		entryTimeout: t.immutableTimeout,
-		attrTimeout:  t.attrTimeout, // the target's length changes when the instance comes or goes
+		entryTimeout: t.entryTimeout, // podman manifest remove takes it away
+		attrTimeout:  t.attrTimeout,  // the target's length changes when the instance comes or goes
 	}
 }
 
 // platforms is instances/platforms: one line per instance,
 // "<digest> <os>/<arch>[/<variant>]", in list order.
-func (d *instancesDir) platforms(inst []storageview.Instance) *blobFile {
+// Its version is the list's manifest digest.
+func (d *instancesDir) platforms() *blobFile {
 	t, id := d.t, d.id
 	return newBlobFile(t, hashIno(kindPlatforms, id), "/images/"+id+"/instances/platforms", blobSource{
-		immutable: true,
+		immutable: true, versioned: true,
 		state: func(ix *storageview.Index) (blobState, bool) {
-			img := ix.ImageByID(id)
-			if img == nil || !img.IsList {
+			img := d.listImage(ix)
+			if img == nil {
 				return blobState{}, false
 			}
-			return blobState{mtime: t.timeOr(ix, img.Created)}, true
+			return blobState{mtime: t.timeOr(ix, img.Created), version: img.Digest.String()}, true
 		},
-		read: func() ([]byte, error) { return platformsFile(inst), nil },
+		read: func() ([]byte, error) {
+			img := d.listImage(t.index())
+			if img == nil {
+				return nil, fmt.Errorf("image %s: %w", id, storageview.ErrNotFound)
+			}
+			inst, err := d.instancesOf(img.Digest)
+			return platformsFile(inst), err
+		},
 	})
 }
 
@@ -160,10 +182,11 @@ func platformString(in storageview.Instance) string {
 
 // Readdir lists the instances, sorted by digest, and platforms.
 func (d *instancesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	if d.listImage(d.t.index()) == nil {
+	img := d.listImage(d.t.index())
+	if img == nil {
 		return nil, syscall.ENOENT
 	}
-	inst, errno := d.list(ctx)
+	inst, errno := d.list(ctx, img)
 	if errno != 0 {
 		return nil, errno
 	}

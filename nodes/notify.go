@@ -160,6 +160,7 @@ func (t *tree) notifyOutsideNames(n *notifier, c *storageview.Changes, held stri
 					n.entry(ch, f)
 				}
 				content(ch.GetChild("digest"))
+				n.instancesChanged(ch.GetChild("instances"))
 			}
 		}
 	}
@@ -221,6 +222,23 @@ func (t *tree) notifyOwnChange(old, new *storageview.Index, held string) {
 	select {
 	case <-done:
 	case <-time.After(ownChangeWait):
+	}
+}
+
+// instancesChanged invalidates what the kernel knows of a list's
+// instances/ (nil: nothing), which podman manifest add, remove and
+// annotate change: its listing, its links, and platforms.
+func (n *notifier) instancesChanged(dir *fusefs.Inode) {
+	if dir == nil {
+		return
+	}
+	n.listing(dir)
+	for name, ch := range dir.Children() {
+		if name == platformsName {
+			content(ch)
+		} else {
+			n.entry(dir, name)
+		}
 	}
 }
 

@@ -339,6 +339,71 @@ func TestRefreshInstanceLink(t *testing.T) {
 	})
 }
 
+// TestRefreshListChanges: podman manifest add, annotate and remove change a
+// list in place, under the same ID; its instances/ and platforms follow,
+// entries the kernel had cached included.
+func TestRefreshListChanges(t *testing.T) {
+	testenv.RequirePodman(t)
+	s := fixture.NewStore(t, "overlay")
+	layer := func(f string) []fixture.Layer {
+		return []fixture.Layer{{Entries: []fixture.Entry{fixture.File(f, f+"\n")}}}
+	}
+	a := s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: layer("a")})
+	b := s.Add(t, fixture.Image{Names: []string{"localhost/b:1"}, Layers: layer("b"),
+		Config: fixture.Config{Architecture: "arm64", Variant: "v8"}})
+	s.Close()
+	id := strings.TrimSpace(s.PodmanOutput(t, "manifest", "create", "localhost/list:1"))
+	s.PodmanOutput(t, "manifest", "add", "localhost/list:1", "containers-storage:"+a.ID)
+	mnt, _ := mountInProcess(t, newTestStore(t, s), fs.Options{})
+	inst := filepath.Join(mnt, "images", id, "instances")
+	state := func() string { // the listing, each link's target, platforms
+		ents, err := os.ReadDir(inst)
+		if err != nil {
+			return err.Error()
+		}
+		var b strings.Builder
+		for _, e := range ents {
+			if target, err := os.Readlink(filepath.Join(inst, e.Name())); err == nil {
+				fmt.Fprintf(&b, "%s -> %s\n", e.Name(), target)
+			}
+		}
+		platforms, err := os.ReadFile(filepath.Join(inst, "platforms"))
+		if err != nil {
+			return err.Error()
+		}
+		return b.String() + string(platforms)
+	}
+	link := func(img fixture.Added) string {
+		return fmt.Sprintf("%s -> ../../%s\n", img.ManifestDigest, img.ID)
+	}
+	want := link(a) + a.ManifestDigest.String() + " linux/amd64\n"
+	if got := state(); got != want {
+		t.Fatalf("instances/ of the list:\n%s\nwant\n%s", got, want)
+	}
+	for _, step := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"add", "localhost/list:1", "containers-storage:" + b.ID},
+			sortedLines(link(a)+link(b)) + "\n" + a.ManifestDigest.String() + " linux/amd64\n" + b.ManifestDigest.String() + " linux/arm64/v8\n"},
+		{[]string{"annotate", "--os", "freebsd", "--arch", "riscv64", "localhost/list:1", b.ManifestDigest.String()},
+			sortedLines(link(a)+link(b)) + "\n" + a.ManifestDigest.String() + " linux/amd64\n" + b.ManifestDigest.String() + " freebsd/riscv64/v8\n"},
+		{[]string{"remove", "localhost/list:1", a.ManifestDigest.String()},
+			link(b) + b.ManifestDigest.String() + " freebsd/riscv64/v8\n"},
+	} {
+		s.PodmanOutput(t, append([]string{"manifest"}, step.args...)...)
+		eventually(t, "podman manifest "+step.args[0], func() error {
+			if got := state(); got != step.want {
+				return fmt.Errorf("instances/ of the list:\n%s\nwant\n%s", got, step.want)
+			}
+			return nil
+		})
+	}
+	if _, err := os.Lstat(filepath.Join(inst, a.ManifestDigest.String())); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the removed instance's link: %v, want ENOENT", err)
+	}
+}
+
 // TestRefreshKeepsMadeDirectories: a directory made by mkdir in names/
 // stays while podman adds and removes a name beside it, under the same
 // parent (the parent was an ordinary directory for a while).
