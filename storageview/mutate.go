@@ -256,17 +256,16 @@ func (m *mutator) resolve(ref string) (*storage.Image, error) {
 		}
 	}
 	if hex, ok := strings.CutPrefix(ref, "sha256:"); ok {
+		// As podman's: a full ID or manifest digest, never a prefix.
+		d, err := digest.Parse(ref)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: sha256: takes 64 hexadecimal digits", ErrNotFound, ref)
+		}
 		if img := byID(imgs, hex); img != nil {
 			return img, nil
 		}
-		img, err := byIDPrefix(imgs, hex)
-		if err != nil || img != nil {
-			return img, err
-		}
-		if d, err := digest.Parse(ref); err == nil {
-			if img := byDigest(imgs, d); img != nil {
-				return img, nil
-			}
+		if img := byDigest(imgs, d); img != nil {
+			return img, nil
 		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, ref)
 	}

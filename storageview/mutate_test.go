@@ -375,7 +375,8 @@ func TestResolve(t *testing.T) {
 	if img, err := v.ResolveImage(base.Digest.String()); err != nil || img.ID != base.ID {
 		t.Errorf("ResolveImage(manifest digest) = %v, %v; want %s", img, err, short(base.ID))
 	}
-	for _, ref := range []string{"nothing", "localhost/nothing:1", "sha256:" + strings.Repeat("f", 64), "Bad Ref"} {
+	for _, ref := range []string{"nothing", "localhost/nothing:1", "sha256:" + strings.Repeat("f", 64), "Bad Ref",
+		"sha256:" + ids["tool"][:12]} { // sha256: takes no prefix
 		if _, err := v.ResolveImage(ref); !errors.Is(err, ErrNotFound) {
 			t.Errorf("ResolveImage(%q): %v, want ErrNotFound", ref, err)
 		}
