@@ -21,14 +21,18 @@ type imageLayersDir struct {
 	id string
 }
 
-// layerLinkName is the name of the i-th layer (base 0) of a chain.
-func layerLinkName(i int) string { return fmt.Sprintf("%03d", i) }
+// layerLinkName is the name of the i-th layer (base 0) of a chain of n:
+// three digits, or as many as the last index needs, so that the names of
+// one chain have one width and list in chain order.
+func layerLinkName(i, n int) string {
+	return fmt.Sprintf("%0*d", max(3, len(strconv.Itoa(n-1))), i)
+}
 
-// parseLayerLinkName is the inverse of layerLinkName; ok is false for any
-// other spelling ("1", "0001", "-01").
-func parseLayerLinkName(name string) (int, bool) {
+// parseLayerLinkName is the inverse of layerLinkName for a chain of n; ok
+// is false for any other spelling ("1", "0001", "-01") and past the end.
+func parseLayerLinkName(name string, n int) (int, bool) {
 	i, err := strconv.Atoi(name)
-	if err != nil || i < 0 || layerLinkName(i) != name {
+	if err != nil || i < 0 || i >= n || layerLinkName(i, n) != name {
 		return 0, false
 	}
 	return i, true
@@ -66,16 +70,16 @@ func (d *imageLayersDir) Lookup(ctx context.Context, name string, out *fuse.Entr
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	i, ok := parseLayerLinkName(name)
-	if !ok || i >= len(img.Layers) {
+	i, ok := parseLayerLinkName(name, len(img.Layers))
+	if !ok {
 		return nil, syscall.ENOENT
 	}
-	return lookupChild(ctx, d.EmbeddedInode(), name, ix, d.link(i), out)
+	return lookupChild(ctx, d.EmbeddedInode(), name, ix, d.link(i, len(img.Layers)), out)
 }
 
-// link is the symlink to the i-th layer.
-func (d *imageLayersDir) link(i int) *symlink {
-	t, id, name := d.t, d.id, layerLinkName(i)
+// link is the symlink to the i-th layer of n.
+func (d *imageLayersDir) link(i, n int) *symlink {
+	t, id, name := d.t, d.id, layerLinkName(i, n)
 	return &symlink{
 		node: node{t: t},
 		ino:  hashIno(kindImageLayer, id, name),
@@ -100,7 +104,7 @@ func (d *imageLayersDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall
 	}
 	ents := make([]fuse.DirEntry, len(img.Layers))
 	for i := range img.Layers {
-		name := layerLinkName(i)
+		name := layerLinkName(i, len(img.Layers))
 		ents[i] = fuse.DirEntry{Name: name, Mode: syscall.S_IFLNK, Ino: hashIno(kindImageLayer, d.id, name)}
 	}
 	return listing(d.EmbeddedInode(), ents), 0

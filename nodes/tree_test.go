@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -874,5 +875,30 @@ func TestHashIno(t *testing.T) {
 		if n < firstHashedIno || n >= hashedInoEnd {
 			t.Fatalf("hashIno = %#x, outside [%#x, %#x)", n, firstHashedIno, hashedInoEnd)
 		}
+	}
+}
+
+// TestLayerLinkNames: the names of one chain have one width, three digits
+// or more past 1000 layers, so that they list in chain order.
+func TestLayerLinkNames(t *testing.T) {
+	for _, n := range []int{1, 5, 1000, 1001, 1003} {
+		names := make([]string, n)
+		for i := range names {
+			names[i] = layerLinkName(i, n)
+			if got, ok := parseLayerLinkName(names[i], n); !ok || got != i {
+				t.Errorf("chain of %d: %q parses to %d %v, want %d", n, names[i], got, ok, i)
+			}
+		}
+		if !slices.IsSorted(names) || len(names[0]) != max(3, len(strconv.Itoa(n-1))) {
+			t.Errorf("chain of %d: names %q … %q are not one width in chain order", n, names[0], names[n-1])
+		}
+		for _, bad := range []string{"1", "-01", strconv.Itoa(n), "0" + names[n-1]} {
+			if _, ok := parseLayerLinkName(bad, n); ok {
+				t.Errorf("chain of %d: %q parses", n, bad)
+			}
+		}
+	}
+	if got := layerLinkName(2, 1003); got != "0002" {
+		t.Errorf("layer 2 of 1003 is %q, want 0002", got)
 	}
 }
