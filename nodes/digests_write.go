@@ -13,6 +13,7 @@ import (
 // uses it, EINVAL when several lists have that manifest (which one the
 // caller means, the digest cannot tell).
 func (d *digestsDir) Unlink(ctx context.Context, name string) syscall.Errno {
+	defer d.t.writing()() // the follower waits for it
 	const op = "unlink"
 	t, p := d.t, "/digests/"+name
 	w, errno := t.writer(ctx, op, p)

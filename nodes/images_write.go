@@ -11,6 +11,7 @@ import (
 // a container uses it; layers other images use stay. Nothing else below
 // images/ changes (EROFS from the read-only tree).
 func (d *imagesDir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	defer d.t.writing()() // the follower waits for it
 	const op = "rmdir"
 	t, p := d.t, "/images/"+name
 	w, errno := t.writer(ctx, op, p)

@@ -82,6 +82,7 @@ func (t *tree) isNamesDir(ix *storageview.Index, dir []string, leaf string) bool
 // podman tag takes it. EINVAL for a bad or non-canonical name, ENOENT for
 // a target that leads to no image.
 func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	defer d.t.writing()() // the follower waits for it
 	const op = "symlink"
 	t, p := d.t, namesPath(d.path, name)
 	w, errno := t.writer(ctx, op, p)
@@ -162,6 +163,7 @@ func isTempName(name string) bool {
 // with its last name — unless a container uses it: then EBUSY and nothing
 // changed.
 func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
+	defer d.t.writing()() // the follower waits for it
 	const op = "unlink"
 	t, p := d.t, namesPath(d.path, name)
 	w, errno := t.writer(ctx, op, p)
@@ -200,6 +202,7 @@ func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
 // "example.com:5000"). A directory that exists already — the kernel,
 // asking, did not know it yet — is simply returned.
 func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	defer d.t.writing()() // the follower waits for it
 	const op = "mkdir"
 	t, p := d.t, namesPath(d.path, name)
 	w, errno := t.writer(ctx, op, p)
@@ -259,6 +262,7 @@ func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fus
 // holding names is ENOTEMPTY: names go one by one (rm), never a whole
 // repository at once.
 func (d *namesDir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	defer d.t.writing()() // the follower waits for it
 	const op = "rmdir"
 	t, p := d.t, namesPath(d.path, name)
 	if _, errno := t.writer(ctx, op, p); errno != 0 {
@@ -300,6 +304,7 @@ func (d *namesDir) dirPath() []string { return d.path }
 // (their names may belong to many images: one change per image could stop
 // half-way).
 func (d *namesDir) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	defer d.t.writing()() // the follower waits for it
 	const op = "rename"
 	t, p := d.t, namesPath(d.path, name)
 	w, errno := t.writer(ctx, op, p)

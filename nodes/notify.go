@@ -104,6 +104,7 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	if root == nil {
 		return
 	}
+	t.waitWritesDone()
 	t.settlePending(new)
 	c := storageview.Diff(old, new)
 	n := newNotifier()

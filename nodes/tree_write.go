@@ -58,6 +58,10 @@ type writeState struct {
 	// renamed over their destination.
 	temp   map[string]string
 	cancel func() // ends the store subscription
+	// inflight counts the write operations being handled; idle (on mu)
+	// is signalled when it drops to zero (writing, waitWritesDone).
+	inflight int
+	idle     *sync.Cond
 }
 
 // writeStates holds each tree's writeState (tree is defined elsewhere;
@@ -68,8 +72,42 @@ func (t *tree) writes() *writeState {
 	if ws, ok := writeStates.Load(t); ok {
 		return ws.(*writeState)
 	}
-	ws, _ := writeStates.LoadOrStore(t, &writeState{pending: map[string]bool{}, temp: map[string]string{}})
+	fresh := &writeState{pending: map[string]bool{}, temp: map[string]string{}}
+	fresh.idle = sync.NewCond(&fresh.mu)
+	ws, _ := writeStates.LoadOrStore(t, fresh)
 	return ws.(*writeState)
+}
+
+// writing marks a write operation as being handled until the returned
+// function runs. The kernel holds the directory of a write operation
+// locked until it is answered, and the store's follower must not send an
+// invalidation of that directory's entries meanwhile: it would wait in
+// the kernel, uninterruptibly, for the lock, and if imagefs is killed
+// then, the answer never comes and the process can never exit (nor the
+// connection end). So the follower waits for writes in user space
+// (waitWritesDone).
+func (t *tree) writing() func() {
+	ws := t.writes()
+	ws.mu.Lock()
+	ws.inflight++
+	ws.mu.Unlock()
+	return func() {
+		ws.mu.Lock()
+		if ws.inflight--; ws.inflight == 0 {
+			ws.idle.Broadcast()
+		}
+		ws.mu.Unlock()
+	}
+}
+
+// waitWritesDone waits until no write operation is being handled.
+func (t *tree) waitWritesDone() {
+	ws := t.writes()
+	ws.mu.Lock()
+	for ws.inflight > 0 {
+		ws.idle.Wait()
+	}
+	ws.mu.Unlock()
 }
 
 // isPending reports whether names/<p> is a directory mkdir made.

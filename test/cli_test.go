@@ -432,6 +432,105 @@ func TestCLIKilledServer(t *testing.T) {
 	e.umount(mp, pid)
 }
 
+// TestCLIKilledDuringRemoval: a server killed while it removes an image
+// still exits, so the rm waiting for it fails instead of hanging for good.
+// The kernel holds names/localhost/ locked until the unlink is answered:
+// an invalidation of that directory sent meanwhile would wait for the
+// lock in the kernel, and keep the killed process from exiting.
+func TestCLIKilledDuringRemoval(t *testing.T) {
+	testenv.RequireFUSE(t)
+	s := fixture.NewStore(t, "overlay")
+	var files []fixture.Entry
+	for i := range 60000 { // so that deleting the layer takes a while
+		files = append(files, fixture.File(fmt.Sprintf("d%d/f%d", i/1000, i), ""))
+	}
+	big := s.Add(t, fixture.Image{Names: []string{"localhost/big:1"}, Layers: []fixture.Layer{{Entries: files}}})
+	kept := s.Add(t, fixture.Image{Names: []string{"localhost/kept:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("k", "k\n")}}}})
+	s.Close()
+	e := cliEnvFor(t, s)
+	mp := e.mkdir("mnt")
+	pid := e.mountBackground(mp)
+	name := filepath.Join(mp, "names", "localhost", "big:1")
+	if _, err := os.Lstat(name); err != nil {
+		t.Fatal(err)
+	}
+	rm := exec.Command("rm", name)
+	if err := rm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rmDone := make(chan error, 1)
+	go func() { rmDone <- rm.Wait() }()
+	// The record goes first, then the layer's files: kill in between, once
+	// the store's follower has seen the change.
+	records := filepath.Join(s.GraphRoot, "overlay-images", "images.json")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		if b, err := os.ReadFile(records); err == nil && !bytes.Contains(b, []byte(big.ID)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the image's record is still there 30 s after rm began")
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-rmDone:
+		t.Logf("rm after the kill: %v", err)
+	case <-time.After(10 * time.Second):
+		abortConnection(t, mp)
+		t.Fatalf("rm still waits 10 s after the server was killed (threads: %s)", threadStates(pid))
+	}
+	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
+		t.Fatalf("umount of the dead mount: %d %s", r.code, r.stderr)
+	}
+	e.storeUsable(kept.ID)
+}
+
+// threadStates lists the states of pid's threads ("D" waits in the kernel).
+func threadStates(pid int) string {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	var states []string
+	for _, st := range stats {
+		if b, err := os.ReadFile(st); err == nil {
+			if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+				states = append(states, string(b[i+2]))
+			}
+		}
+	}
+	return strings.Join(states, " ")
+}
+
+// abortConnection ends the FUSE connection of the mount at mp through
+// fusectl (mounting it if needed), which frees every process waiting on
+// it: the last resort after a test found a server that cannot exit.
+func abortConnection(t *testing.T, mp string) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dev string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == mp {
+			dev = f[2] // major:minor
+		}
+	}
+	conns := "/sys/fs/fuse/connections"
+	if ents, _ := os.ReadDir(conns); len(ents) == 0 {
+		if err := syscall.Mount("fusectl", conns, "fusectl", 0, ""); err != nil {
+			t.Errorf("mounting fusectl: %v", err)
+			return
+		}
+		defer syscall.Unmount(conns, 0)
+	}
+	_, minor, _ := strings.Cut(dev, ":")
+	if err := os.WriteFile(filepath.Join(conns, minor, "abort"), []byte("1"), 0); err != nil {
+		t.Errorf("aborting the FUSE connection %s of %s: %v", dev, mp, err)
+	}
+}
+
 // TestCLIDeadForeignMount: over a dead FUSE mount of another file system
 // the refusal says how to clear it (imagefs umount would refuse it).
 func TestCLIDeadForeignMount(t *testing.T) {
