@@ -12,6 +12,7 @@ package storageview
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/pkg/sysregistriesv2"
 	"go.podman.io/storage"
+	"go.podman.io/storage/pkg/lockfile"
 )
 
 // More errors of the mutations; nodes map them to errno.
@@ -46,6 +48,9 @@ type mutator struct {
 	// otherUsers, if set, lists containers the store does not know of
 	// that use an image (transient.go).
 	otherUsers func(id string) []string
+	// forget, if set, makes containers/storage read its records from disk
+	// again (failed).
+	forget func()
 }
 
 func (m *mutator) done() {
@@ -82,10 +87,21 @@ func (m *mutator) deleteImage(img *storage.Image, imgs []storage.Image) error {
 				return nil
 			}
 		}
-		return storeErr(err)
+		return m.failed(err)
 	}
 	m.done()
 	return nil
+}
+
+// failed is the error of a store write that failed: containers/storage
+// may keep the change in memory although it could not save it (a full
+// disk), and show it, and save it with the next write; forget makes it
+// read its records from disk again.
+func (m *mutator) failed(err error) error {
+	if m.forget != nil && !errors.Is(err, storage.ErrImageUsedByContainer) && !errors.Is(err, storage.ErrImageUnknown) {
+		m.forget()
+	}
+	return storeErr(err)
 }
 
 // NormalizeName returns name as `podman tag` stores it (libimage
@@ -470,7 +486,10 @@ func (m *mutator) tag(id, name string, take bool) (string, error) {
 // result is that list plus any name another process gave the image since
 // our read, which SetNames would drop.
 func (m *mutator) addName(img *storage.Image, name string) error {
-	return storeErr(m.store.AddNames(img.ID, append(slices.Clone(img.Names), name)))
+	if err := m.store.AddNames(img.ID, append(slices.Clone(img.Names), name)); err != nil {
+		return m.failed(err)
+	}
+	return nil
 }
 
 // removeName is podman rmi <name> for a stored name (or a name that
@@ -505,7 +524,7 @@ func (m *mutator) removeName(name string) (id string, removed bool, err error) {
 	}
 	if len(img.Names) > 1 {
 		if err := m.store.RemoveNames(img.ID, []string{stored}); err != nil {
-			return img.ID, false, storeErr(err)
+			return img.ID, false, m.failed(err)
 		}
 		m.done()
 		return img.ID, false, nil
@@ -588,7 +607,7 @@ func (m *mutator) retag(oldName, newName string) (string, string, error) {
 	err = m.store.RemoveNames(img.ID, []string{oldName})
 	m.done()
 	if err != nil { // the image holds both names
-		return img.ID, "", storeErr(err)
+		return img.ID, "", m.failed(err)
 	}
 	return img.ID, n, nil
 }
@@ -596,7 +615,36 @@ func (m *mutator) retag(oldName, newName string) (string, string, error) {
 // mutator returns the view's mutator: its store, its read-only option, and
 // Invalidate so the next Index shows each change.
 func (v *View) mutator() *mutator {
-	return &mutator{store: v.store, readOnly: v.opts.ReadOnly, changed: v.changedByUs, otherUsers: v.graphRootUsers}
+	return &mutator{store: v.store, readOnly: v.opts.ReadOnly, changed: v.changedByUs, otherUsers: v.graphRootUsers, forget: v.forgetUnsaved}
+}
+
+// forgetUnsaved makes every user of the store's records, this process's
+// containers/storage included, read them from disk at their next use:
+// it records a write in their lock files, as another process's write does.
+func (v *View) forgetUnsaved() {
+	roots := []string{v.graphRoot}
+	if v.imageStoreDir != "" {
+		roots = append(roots, v.imageStoreDir)
+	}
+	for _, r := range roots {
+		for _, kind := range []string{"images", "layers"} {
+			path := v.recordLock(r, kind)
+			if _, err := os.Stat(path); err != nil {
+				continue
+			}
+			lf, err := lockfile.GetLockFile(path)
+			if err != nil {
+				v.log.Printf("storageview: %v", err)
+				continue
+			}
+			lf.Lock()
+			if _, err := lf.RecordWrite(); err != nil {
+				v.log.Printf("storageview: recording a write in %s: %v", path, err)
+			}
+			lf.Unlock()
+		}
+	}
+	v.Invalidate()
 }
 
 // changedByUs is called after each of our own changes: the index is

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -648,5 +649,52 @@ func TestTagNameTakenMeanwhile(t *testing.T) {
 	}
 	if img := v.Index().ImageByName(name); img == nil || img.ID != b.ID {
 		t.Errorf("the index has the name on %+v, want b", img)
+	}
+}
+
+// TestTagDiskFull: a tag that cannot be saved (the disk is full) is not
+// shown, and the next tag that is saved does not save it too, although
+// containers/storage kept it in memory.
+func TestTagDiskFull(t *testing.T) {
+	testenv.RequireRoot(t)
+	disk, err := os.MkdirTemp("/tmp", "ifd") // short: podman takes a run root of 50 bytes at most
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // after the store's cleanups
+		_ = syscall.Unmount(disk, syscall.MNT_DETACH)
+		_ = os.Remove(disk)
+	})
+	t.Setenv(fixture.TmpDirVar, disk)
+	s := fixture.NewStore(t, "vfs")
+	a := s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a\n")}}}})
+	s.Close()
+	v := openView(t, s)
+	fill, err := os.Create(filepath.Join(disk, "fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for chunk := make([]byte, 1<<20); err == nil; {
+		_, err = fill.Write(chunk)
+	}
+	fill.Close()
+	if err := v.Tag(a.ID, "localhost/full:1"); err == nil {
+		t.Fatal("a tag on a full disk succeeded: the test's premise is gone")
+	}
+	if img := v.Index().ImageByName("localhost/full:1"); img != nil {
+		t.Errorf("the index shows the tag that failed")
+	}
+	if err := os.Remove(fill.Name()); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Tag(a.ID, "localhost/later:1"); err != nil {
+		t.Fatal(err)
+	}
+	out := strings.TrimSpace(s.PodmanOutput(t, "image", "inspect", "--format", "{{.RepoTags}}", a.ID))
+	if out != "[localhost/a:1 localhost/later:1]" {
+		t.Errorf("names on disk after the failed tag and a later one: %s, want [localhost/a:1 localhost/later:1]", out)
 	}
 }
