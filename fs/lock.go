@@ -165,7 +165,7 @@ func WaitServerExit(mountpoint string, uid int, timeout time.Duration) error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("unmounted %s, but imagefs process %s has not exited after %s "+
-				"(a copy of the mount in another mount namespace, a podman pause process's, keeps it serving: "+
+				"(if it goes on serving, a copy of the mount in another mount namespace, a podman pause process's, keeps it: "+
 				"podman system migrate by that process's user ends it)", mountpoint, readPid(path), timeout)
 		}
 		time.Sleep(10 * time.Millisecond)

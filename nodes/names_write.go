@@ -73,6 +73,20 @@ func (t *tree) isNamesDir(ix *storageview.Index, dir []string, leaf string) bool
 	return t.isPending(joinName(dir, leaf))
 }
 
+// Create (touch, cp of a file) and Mknod are refused: names/ holds only
+// the links that are names.
+func (d *namesDir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, d.refuseFile("create", name)
+}
+
+func (d *namesDir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, d.refuseFile("mknod", name)
+}
+
+func (d *namesDir) refuseFile(op, name string) syscall.Errno {
+	return d.t.refuseWrite(op, namesPath(d.path, name), syscall.EROFS, "names/ holds only symbolic links, one per name: ln -s an image there to tag it")
+}
+
 // Symlink (ln -s TARGET names/<path>/<repo>:<tag>) tags the image TARGET
 // leads to with the name the link's path spells, as podman tag does, but
 // never takes a name from another image: EEXIST, also when the kernel did

@@ -75,7 +75,7 @@ clean() {
 	say "demo: removed $DEMO"
 }
 
-# make_tree DIR: the files of the base image.
+# make_base_tree DIR ARCH: the files of the base image.
 make_base_tree() {
 	local d=$1 arch=$2
 	mkdir -p "$d/etc" "$d/bin" "$d/usr/bin" "$d/usr/share/demo" "$d/var/empty" "$d/tmp"

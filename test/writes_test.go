@@ -684,6 +684,11 @@ func TestWritesRefused(t *testing.T) {
 	e.wantTags("after mv out of the mount", e.base.ID, "docker.io/library/alpine:3.19", "localhost/app:1")
 
 	e.refused("rmdir a directory holding names", syscall.ENOTEMPTY, "/names/localhost", remove("names/localhost"))
+	nlog := len(e.logs.lines())
+	e.refused("create in names/", syscall.EROFS, "/names/localhost/file", func() error { return os.WriteFile(in("names/localhost/file"), nil, 0o644) })
+	if lines := e.logs.lines()[nlog:]; len(lines) == 0 || !strings.Contains(lines[len(lines)-1], "only symbolic links") {
+		t.Errorf("the refusal of a file in names/ does not say what names/ holds: %q", lines)
+	}
 	e.refused("mkdir of a non-registry", syscall.EINVAL, "/names/foo", func() error { return os.Mkdir(in("names/foo"), 0o755) })
 	e.refused("mkdir of an upper-case directory", syscall.EINVAL, "/names/localhost/UP", func() error { return os.Mkdir(in("names/localhost/UP"), 0o755) })
 

@@ -43,7 +43,7 @@ layers/ lead to the same images. See docs/LAYOUT.md for the tree.`,
 	}
 	root.SetVersionTemplate("imagefs {{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return fmt.Errorf("%s: %w (see %s --help)", c.CommandPath(), err, c.CommandPath())
+		return fmt.Errorf("%w (see %s --help)", err, c.CommandPath())
 	})
 	root.AddCommand(newMountCmd(), newUmountCmd(), newVersionCmd())
 	return root

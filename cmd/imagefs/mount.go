@@ -69,7 +69,7 @@ Without storage flags imagefs opens the same store podman would
 	f.StringVar(&mf.root, "root", "", "storage root directory (graphroot); default: as podman")
 	f.StringVar(&mf.runroot, "runroot", "", "storage state directory (runroot); default: as podman")
 	f.StringVar(&mf.driver, "storage-driver", "", "storage driver (overlay, vfs); default: as podman")
-	f.StringArrayVar(&mf.storageOpts, "storage-opt", nil, "storage driver option, e.g. overlay.mount_program=/usr/bin/fuse-overlayfs (repeatable)")
+	f.StringArrayVar(&mf.storageOpts, "storage-opt", nil, "storage driver option, e.g. overlay.imagestore=DIR (repeatable; as for podman, overlay.mount_program is recorded in the store)")
 	f.BoolVar(&mf.readOnly, "read-only", false, "refuse every change to the store (rm, ln -s, mv in the tree fail with EROFS)")
 	f.BoolVar(&mf.allowOther, "allow-other", false, "let other users see the mount (fuse allow_other; modes are enforced)")
 	f.BoolVar(&mf.debug, "debug", false, "log every FUSE request and the store's debug messages")
@@ -192,7 +192,7 @@ func serve(mf *mountFlags, mountpoint string, logger *log.Logger, daemon bool, r
 			defer stop()
 		}
 	}
-	logger.Printf("serving %s at %s (pid %d)", describeStore(mf), abs, os.Getpid())
+	logger.Printf("serving %s at %s (pid %d)", describeStore(mf, view), abs, os.Getpid())
 	storageLogs.flush()
 	readyCalled = true
 	ready(nil)
@@ -369,14 +369,8 @@ func resolveMountpoint(path string) (string, error) {
 	return abs, nil
 }
 
-func describeStore(mf *mountFlags) string {
-	var parts []string
-	if mf.root != "" {
-		parts = append(parts, "root "+mf.root)
-	}
-	if mf.driver != "" {
-		parts = append(parts, "driver "+mf.driver)
-	}
+func describeStore(mf *mountFlags, v *storageview.View) string {
+	parts := []string{"root " + v.Store().GraphRoot(), "driver " + v.Driver()}
 	if mf.readOnly {
 		parts = append(parts, "read-only")
 	}

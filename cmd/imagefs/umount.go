@@ -32,6 +32,9 @@ is detached at once and the serving process exits when its last user leaves.`,
 			return nil
 		},
 		RunE: func(c *cobra.Command, args []string) error {
+			if timeout <= 0 {
+				return fmt.Errorf("--timeout %s: give a positive duration (30s, 2m)", timeout)
+			}
 			return umount(args[0], lazy, timeout)
 		},
 	}
