@@ -169,7 +169,14 @@ func TestConcurrency(t *testing.T) {
 			}
 		}
 		if err := os.Rename(a, b); err != nil {
-			return fmt.Errorf("mv: %w", err)
+			// Seen once in about 40 runs (ENOENT, nothing logged): say
+			// whether the store still had the name, and the tree then.
+			stored := "?"
+			if img, serr := e.v.Store().Image(e.base.ID); serr == nil {
+				stored = fmt.Sprint(slices.Contains(img.Names, "localhost/conc/"+filepath.Base(a)))
+			}
+			_, lerr := os.Lstat(a)
+			return fmt.Errorf("mv: %w (the store has the name: %s; lstat now: %v)", err, stored, lerr)
 		}
 		if err := os.Remove(b); err != nil {
 			return fmt.Errorf("rm: %w", err)
