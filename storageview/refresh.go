@@ -25,14 +25,21 @@ func nanotime() int64 { return int64(time.Since(monoStart)) }
 // mount would wait with it.
 const rebuildWait = 100 * time.Millisecond
 
+// ownChangeLockWait bounds how long a caller after Invalidate waits for the
+// store's records to be free to read: our own change must show, but the
+// process holding them may be the caller (podman with its working
+// directory in the mount), which would wait for itself.
+const ownChangeLockWait = time.Second
+
 // Index returns the current snapshot. At most once per checkInterval it
 // reads the last-writer tokens of the store's lock files (a few preads) and
 // rebuilds the index when a writer — podman, buildah, imagefs itself —
 // changed images, layers or containers since. Concurrent callers wait for
 // one rebuild rather than doing their own, for at most rebuildWait (then
 // they get the current index). After Invalidate the next call rebuilds
-// without waiting for the interval, and waits for a rebuild under way as
-// long as it takes (our own change must show).
+// without waiting for the interval, and waits for a rebuild under way (our
+// own change must show), up to a bound. While another process holds the
+// records locked for writing there is no rebuild (recordsFree).
 func (v *View) Index() *Index {
 	if v.fresh() {
 		return v.cur.Load()
@@ -47,7 +54,16 @@ func (v *View) Index() *Index {
 	// Read the invalidation count before the store: a change invalidated
 	// after this point makes the next caller check again.
 	seq := v.invalidated.Load()
-	changed := v.watch.changed() || seq != v.built.Load()
+	own := seq != v.built.Load()
+	changed := v.watch.changed() || own
+	if changed && v.locksUsable() == nil && !v.recordsFree(own) {
+		// Another process writes the records: reading them would wait
+		// for it in a FUSE request, and it may be the caller, which then
+		// never gets its answer. Check again next time.
+		v.watch.forget()
+		v.lastCheck.Store(nanotime())
+		return v.cur.Load()
+	}
 	if changed {
 		v.rebuild()
 	}
@@ -56,21 +72,35 @@ func (v *View) Index() *Index {
 	return v.cur.Load()
 }
 
-// lockRefresh takes refreshMu for a check, waiting for one under way: as
-// long as it takes after an Invalidate, else for at most rebuildWait since
-// that one began (false: not taken).
+// lockRefresh takes refreshMu for a check, waiting for one under way for
+// at most rebuildWait since that one began, or longer after an
+// Invalidate (false: not taken).
 func (v *View) lockRefresh() bool {
 	for !v.refreshMu.TryLock() {
+		limit := rebuildWait
 		if v.invalidated.Load() != v.built.Load() {
-			v.refreshMu.Lock()
-			break
+			limit = 2 * ownChangeLockWait
 		}
-		if nanotime()-v.checkStart.Load() > int64(rebuildWait) {
+		if nanotime()-v.checkStart.Load() > int64(limit) {
 			return false
 		}
 		time.Sleep(time.Millisecond)
 	}
 	v.checkStart.Store(nanotime())
+	return true
+}
+
+// recordsFree reports whether no other process holds the store's records
+// locked for writing; after our own change (own) it waits up to
+// ownChangeLockWait for them to be.
+func (v *View) recordsFree(own bool) bool {
+	deadline := time.Now().Add(ownChangeLockWait)
+	for v.probe.busy() {
+		if !own || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return true
 }
 

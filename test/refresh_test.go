@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -401,6 +402,48 @@ func TestRefreshListChanges(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(inst, a.ManifestDigest.String())); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the removed instance's link: %v, want ENOENT", err)
+	}
+}
+
+// TestRefreshCallerHoldsLock: a process holding the store's records
+// locked for writing, as podman does while it writes, that looks a path up
+// in the mount (podman with its working directory there) is answered at
+// once from the index there is, not after it lets go: imagefs reading the
+// records would wait for the lock, and the caller for imagefs.
+func TestRefreshCallerHoldsLock(t *testing.T) {
+	s := fixture.NewStore(t, "vfs")
+	s.Add(t, fixture.Image{Names: []string{"localhost/a:1"}, Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("a", "a\n")}}}})
+	s.Close()
+	mnt, _ := mountInProcess(t, newTestStore(t, s), fs.Options{})
+	// Locks both record files, records a write (a new last-writer token)
+	// as containers/storage does, looks up a name, and says whether the
+	// answer came while it still held the locks (it lets go after 5 s).
+	out, err := exec.Command("python3", "-c", `
+import fcntl, os, sys, threading
+files = [open(p, "r+b") for p in sys.argv[1:3]]
+for f in files:
+    fcntl.lockf(f, fcntl.LOCK_EX)
+os.pwrite(files[0].fileno(), os.urandom(64), 0)
+held = [True]
+def release():
+    held[0] = False
+    for f in files:
+        fcntl.lockf(f, fcntl.LOCK_UN)
+timer = threading.Timer(5, release)
+timer.start()
+try:
+    os.lstat(sys.argv[3])
+except FileNotFoundError:
+    pass
+print("answered while held" if held[0] else "answered after release", flush=True)
+timer.cancel()
+`, filepath.Join(s.GraphRoot, "vfs-images", "images.lock"), filepath.Join(s.GraphRoot, "vfs-layers", "layers.lock"),
+		filepath.Join(mnt, "names", "localhost", "nosuch:1")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("lock holder: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != "answered while held" {
+		t.Errorf("a lookup by the process holding the store's locks: %s", got)
 	}
 }
 
