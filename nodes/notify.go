@@ -121,6 +121,9 @@ func (t *tree) onChange(old, new *storageview.Index) {
 	if len(c.LayersRemoved) > 0 && t.rootfs != nil {
 		t.rootfs.layersGone(c.LayersRemoved)
 	}
+	if len(c.LayersChanged) > 0 && t.rootfs != nil {
+		t.rootfs.layersMoved(n, c.LayersChanged)
+	}
 
 	if names := root.GetChild("names"); names != nil {
 		cur := t.index() // may be newer than new already

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -58,6 +60,33 @@ func (r *Rootfs) layersGone(ids []string) {
 	}
 	r.mu.Unlock()
 	r.files.closeGone()
+}
+
+// layersMoved drops the kernel's entries of the trees built on a copy of a
+// changed layer that is gone from disk: the graph root's copy of a layer
+// an additional store also has, which podman deleted with the writable
+// store's image. The next lookup builds them on the copy that is left.
+func (r *Rootfs) layersMoved(n *notifier, changed []string) {
+	ids := make(map[string]bool, len(changed))
+	for _, id := range changed {
+		ids[id] = true
+	}
+	var stale []*rootfsTree
+	r.mu.Lock()
+	for t := range r.trees {
+		if slices.ContainsFunc(t.all, func(l union.Layer) bool { return ids[l.ID] && !exists(l.Path) }) {
+			stale = append(stale, t)
+		}
+	}
+	r.mu.Unlock()
+	for _, t := range stale {
+		n.entry(t.parent, t.name)
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // RootfsOptions configure a Rootfs.

@@ -153,7 +153,9 @@ func (v *View) LayerDir(layerID string) (LayerDir, error) {
 	v.cache.mu.Lock()
 	d, ok := v.cache.layerDirs[layerID]
 	v.cache.mu.Unlock()
-	if ok {
+	// The graph root's copy of a layer an additional store also has can
+	// go (podman rmi of the writable store's image) while the layer stays.
+	if _, err := os.Stat(d.Path); ok && err == nil {
 		return d, nil
 	}
 	if v.Index().Layer(layerID) == nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -445,6 +446,59 @@ timer.cancel()
 	if got := strings.TrimSpace(string(out)); got != "answered while held" {
 		t.Errorf("a lookup by the process holding the store's locks: %s", got)
 	}
+}
+
+// TestRefreshLayerCopyRemoved: a layer both the writable store and an
+// additional store hold is read from the graph root's copy; when podman
+// removes the writable store's image, and that copy with it, the
+// additional store's image keeps its files, also those not read before.
+func TestRefreshLayerCopyRemoved(t *testing.T) {
+	testenv.RequireFUSE(t)
+	testenv.RequirePodman(t)
+	dir, err := os.MkdirTemp("/tmp", "ifs") // podman wants short run roots
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	testenv.NoMountsLeft(t, dir)
+	tarball := filepath.Join(dir, "a.tar")
+	big := strings.Repeat("b", 50000)
+	if err := os.WriteFile(tarball, tarOfFiles(t, map[string]string{"etc/other": "other\n", "etc/big": big}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ro, rw := filepath.Join(dir, "ro"), filepath.Join(dir, "rw")
+	addl := "overlay.imagestore=" + ro + "/g"
+	podman := func(root string, args ...string) string {
+		// Each store on its own: the writable one gets a copy of the layer.
+		flags := []string{"--root", root + "/g", "--runroot", root + "/r", "--storage-driver", "overlay"}
+		out, err := exec.Command("podman", append(flags, args...)...).Output()
+		for _, r := range []string{ro, rw} { // podman's private bind mount of the driver home
+			_ = syscall.Unmount(filepath.Join(r, "g", "overlay"), 0)
+		}
+		if err != nil {
+			t.Fatalf("podman %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimPrefix(strings.TrimSpace(string(out)), "sha256:")
+	}
+	roID := podman(ro, "import", "-q", tarball, "localhost/ro:1")
+	podman(rw, "import", "-q", "--message", "w", tarball, "localhost/w:1")
+	v, err := storageview.Open(storageview.Options{GraphRoot: rw + "/g", RunRoot: rw + "/r", Driver: "overlay",
+		DriverOptions: []string{addl}, Log: log.New(io.Discard, "", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt, _ := mountInProcess(t, v, fs.Options{})
+	etc := filepath.Join(mnt, "images", roID, "rootfs", "etc")
+	if got, err := os.ReadFile(filepath.Join(etc, "other")); err != nil || string(got) != "other\n" {
+		t.Fatalf("cat rootfs/etc/other: %q %v", got, err)
+	}
+	podman(rw, "rmi", "localhost/w:1")
+	eventually(t, "the additional store's image after podman rmi of the writable copy", func() error {
+		if got, err := os.ReadFile(filepath.Join(etc, "big")); err != nil || string(got) != big {
+			return fmt.Errorf("cat rootfs/etc/big: %d bytes, %v", len(got), err)
+		}
+		return nil
+	})
 }
 
 // TestRefreshKeepsMadeDirectories: a directory made by mkdir in names/
