@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash/fnv"
 	"path"
+	"strings"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -107,7 +108,11 @@ func (n *rootfsNode) refuse(op, name string) syscall.Errno {
 	if name != "" {
 		p = path.Join(p, name)
 	}
-	n.tree.r.log.Printf("%s %s: refused, rootfs is read-only (EROFS)", op, p)
+	what := "rootfs"
+	if strings.HasPrefix(n.tree.key, "l") {
+		what = "a layer's diff"
+	}
+	n.tree.r.log.Printf("%s %s: refused, %s is read-only (EROFS)", op, p, what)
 	return syscall.EROFS
 }
 

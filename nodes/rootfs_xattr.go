@@ -20,12 +20,13 @@ var _ = (fusefs.NodeGetxattrer)((*rootfsNode)(nil))
 // Getxattr returns the xattr as stored in the layer that supplies the
 // entry (overlay's own markers hidden). Names the entry lacks are ENODATA
 // from the index, without touching the layer once its xattrs are known.
-// user.imagefs.layer and user.imagefs.layer-index name the supplying layer;
-// they are answered but never listed.
+// user.imagefs.layer and user.imagefs.layer-index name the supplying layer
+// under rootfs/; they are answered but never listed (a layer's own xattrs
+// of those names are hidden there). diff/ serves them as stored.
 func (n *rootfsNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	var v []byte
-	switch attr {
-	case xattrs.RootfsLayer, xattrs.RootfsLayerIndex:
+	switch {
+	case isLayerXattr(attr) && !n.tree.noLayerXattrs:
 		i, errno := n.layerIndex()
 		if errno != 0 {
 			return 0, errno
@@ -86,7 +87,7 @@ func (n *rootfsNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscal
 	}
 	hideTrusted := slices.ContainsFunc(all, isTrustedXattr) && !callerHasSysAdmin(ctx)
 	names := slices.DeleteFunc(slices.Clone(all), func(name string) bool {
-		return name == selinuxXattr || hideTrusted && isTrustedXattr(name)
+		return name == selinuxXattr || hideTrusted && isTrustedXattr(name) || isLayerXattr(name) && !n.tree.noLayerXattrs
 	})
 	size := 0
 	for _, name := range names {
@@ -113,6 +114,8 @@ func rootfsCopyXattr(dest, v []byte) (uint32, syscall.Errno) {
 }
 
 func isTrustedXattr(name string) bool { return strings.HasPrefix(name, "trusted.") }
+
+func isLayerXattr(name string) bool { return name == xattrs.RootfsLayer || name == xattrs.RootfsLayerIndex }
 
 // capSysAdmin is CAP_SYS_ADMIN's bit in /proc/PID/status's CapEff.
 const capSysAdmin = 21

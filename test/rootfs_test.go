@@ -250,6 +250,48 @@ func TestRootfsLayerXattr(t *testing.T) {
 	}
 }
 
+// TestRootfsStoredImagefsXattrs: a layer file that carries user.imagefs.*
+// names of its own: rootfs/ answers imagefs's and lists neither, diff/
+// serves and lists them as stored.
+func TestRootfsStoredImagefsXattrs(t *testing.T) {
+	testenv.RequireFUSE(t)
+	s := fixture.NewStore(t, "overlay")
+	added := s.Add(t, fixture.Image{Layers: []fixture.Layer{{Entries: []fixture.Entry{
+		fixture.File("f", "f\n", fixture.Xattr(xattrs.RootfsLayer, "fake"), fixture.Xattr(xattrs.RootfsLayerIndex, "999"), fixture.Xattr("user.other", "o")),
+	}}}})
+	mnt := rootfsMount(t, newTestStore(t, s))
+	get := func(p, name string) string {
+		buf := make([]byte, 100)
+		n, err := unix.Lgetxattr(p, name, buf)
+		if err != nil {
+			return err.Error()
+		}
+		return string(buf[:n])
+	}
+	list := func(p string) string {
+		buf := make([]byte, 4096)
+		n, err := unix.Llistxattr(p, buf)
+		if err != nil {
+			return err.Error()
+		}
+		return strings.ReplaceAll(string(buf[:n]), "\x00", " ")
+	}
+	rootfs := filepath.Join(mnt, "images", added.ID, "rootfs", "f")
+	if got := get(rootfs, xattrs.RootfsLayer) + " " + get(rootfs, xattrs.RootfsLayerIndex); got != added.LayerIDs[0]+" 000" {
+		t.Errorf("rootfs/f: imagefs's xattrs are %q, want %s 000", got, added.LayerIDs[0])
+	}
+	if got := list(rootfs); got != "user.other " {
+		t.Errorf("rootfs/f lists %q, want only user.other", got)
+	}
+	diff := filepath.Join(mnt, "layers", added.LayerIDs[0], "diff", "f")
+	if got := get(diff, xattrs.RootfsLayer) + " " + get(diff, xattrs.RootfsLayerIndex); got != "fake 999" {
+		t.Errorf("diff/f: the stored xattrs are %q, want fake 999", got)
+	}
+	if got := list(diff); !strings.Contains(got, xattrs.RootfsLayer+" ") || !strings.Contains(got, xattrs.RootfsLayerIndex+" ") {
+		t.Errorf("diff/f lists %q, want the stored user.imagefs.* names", got)
+	}
+}
+
 // TestRootfsRemovalNotBlocked: with a file open inside rootfs, removing
 // the image from the store succeeds, and the open file keeps reading or
 // fails cleanly.
