@@ -115,7 +115,9 @@ func rootfsCopyXattr(dest, v []byte) (uint32, syscall.Errno) {
 
 func isTrustedXattr(name string) bool { return strings.HasPrefix(name, "trusted.") }
 
-func isLayerXattr(name string) bool { return name == xattrs.RootfsLayer || name == xattrs.RootfsLayerIndex }
+func isLayerXattr(name string) bool {
+	return name == xattrs.RootfsLayer || name == xattrs.RootfsLayerIndex
+}
 
 // capSysAdmin is CAP_SYS_ADMIN's bit in /proc/PID/status's CapEff.
 const capSysAdmin = 21
