@@ -15,7 +15,7 @@ import (
 type DiskUsage struct {
 	Images      int   // images in the store, each once however many names it has
 	Active      int   // images used by at least one container
-	Size        int64 // every layer of every image, shared layers once
+	Size        int64 // every layer of every image, shared layers once (each copy once: ReadOnlyCopy)
 	Reclaimable int64 // what removing every image no container uses would free
 	PerImage    []ImageUsage
 }
@@ -30,16 +30,18 @@ type ImageUsage struct {
 }
 
 // Usage computes the disk usage of the images in ix. Reclaimable counts
-// the layers that only images without containers use: images with
-// containers stay, and so do images of read-only stores, which cannot be
-// removed.
+// the writable store's copies of the layers that only images without
+// containers use: images with containers stay, and so do images of
+// read-only stores, which cannot be removed. A layer both stores hold is
+// on disk twice: an image of a read-only store keeps its own store's
+// copy, and the writable store's goes with the last writable image using
+// it.
 func (v *View) Usage(ix *Index) DiskUsage {
 	du := DiskUsage{Images: len(ix.Images)}
-	kept := map[string]bool{}
+	kept := map[string]bool{} // the writable store's copy stays (or the layer is read-only)
 	counted := map[string]bool{}
 	for _, img := range ix.Images {
 		u := ImageUsage{ID: img.ID, Containers: len(img.Containers), Names: img.Names}
-		stays := len(img.Containers) > 0 || img.ReadOnly
 		if len(img.Containers) > 0 {
 			du.Active++
 		}
@@ -56,16 +58,20 @@ func (v *View) Usage(ix *Index) DiskUsage {
 			if !counted[id] {
 				counted[id] = true
 				du.Size += n
+				if l.ReadOnlyCopy {
+					du.Size += n
+				}
 			}
-			if stays {
+			if len(img.Containers) > 0 || l.ReadOnly || img.ReadOnly && !l.ReadOnlyCopy {
 				kept[id] = true
 			}
 		}
 		du.PerImage = append(du.PerImage, u)
 	}
-	du.Reclaimable = du.Size
-	for id := range kept {
-		du.Reclaimable -= v.layerSize(ix.Layer(id))
+	for id := range counted {
+		if l := ix.Layer(id); !kept[id] {
+			du.Reclaimable += v.layerSize(l)
+		}
 	}
 	return du
 }

@@ -58,6 +58,7 @@ type Layer struct {
 	Created          time.Time
 	Images           []string // IDs of the images whose chain uses this layer, sorted
 	ReadOnly         bool     // from an additional (read-only) layer store
+	ReadOnlyCopy     bool     // of the writable store, and an additional store holds it too: two copies on disk
 }
 
 // Index is an immutable snapshot of the store's records. A new Index is

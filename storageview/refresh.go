@@ -187,10 +187,14 @@ func buildIndex(gen uint64, simages []storage.Image, slayers []storage.Layer, co
 	}
 	layers := make([]*Layer, 0, len(slayers))
 	byID := make(map[string]*storage.Layer, len(slayers))
+	ours := make(map[string]*Layer, len(slayers))
 	for i := range slayers {
 		sl := &slayers[i]
-		if _, dup := byID[sl.ID]; dup {
-			continue // the primary store comes first and wins
+		if first, dup := byID[sl.ID]; dup { // the primary store comes first and wins
+			if l := ours[sl.ID]; l != nil && !first.ReadOnly && sl.ReadOnly {
+				l.ReadOnlyCopy = true
+			}
+			continue
 		}
 		byID[sl.ID] = sl
 		if containerLayers[sl.ID] {
@@ -213,6 +217,7 @@ func buildIndex(gen uint64, simages []storage.Image, slayers []storage.Layer, co
 		if sl.CompressedDigest != "" && sl.CompressedSize >= 0 {
 			l.CompressedSize = sl.CompressedSize
 		}
+		ours[l.ID] = l
 		layers = append(layers, l)
 	}
 
@@ -334,7 +339,8 @@ func sameRecords(a, b *Index) bool {
 		y := b.Layers[i]
 		if x.ID != y.ID || x.Parent != y.Parent || x.DiffDigest != y.DiffDigest ||
 			x.CompressedDigest != y.CompressedDigest || x.UncompressedSize != y.UncompressedSize ||
-			x.CompressedSize != y.CompressedSize || !x.Created.Equal(y.Created) || x.ReadOnly != y.ReadOnly {
+			x.CompressedSize != y.CompressedSize || !x.Created.Equal(y.Created) || x.ReadOnly != y.ReadOnly ||
+			x.ReadOnlyCopy != y.ReadOnlyCopy {
 			return false
 		}
 	}
