@@ -624,12 +624,7 @@ func TestCLITransientStoreContainers(t *testing.T) {
 // additional store's image stays.
 func TestCLIRemoveImageOnAdditionalLayer(t *testing.T) {
 	e, _ := newCLIEnv(t)
-	dir, err := os.MkdirTemp("/tmp", "ifs") // podman wants short run roots
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	testenv.NoMountsLeft(t, dir)
+	dir := shortTempDir(t)
 	tarball := filepath.Join(dir, "a.tar")
 	if err := os.WriteFile(tarball, tarOfFiles(t, map[string]string{"a": "a\n"}), 0o644); err != nil {
 		t.Fatal(err)

@@ -353,6 +353,20 @@ func unmountRetry(t testing.TB, mp string) {
 	t.Errorf("test left %s mounted; unmount: %v (detached it)", mp, err)
 }
 
+// shortTempDir is a fresh directory under /tmp, removed at the end (and
+// checked to hold no mount then): podman refuses run roots longer than 50
+// bytes, which paths under t.TempDir easily are.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "ifs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	testenv.NoMountsLeft(t, dir)
+	return dir
+}
+
 // storeUsable proves the store is free again after imagefs let go of it:
 // podman can list it and change it (a tag takes the store's write lock).
 func (e *cliEnv) storeUsable(id string) {

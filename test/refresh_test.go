@@ -455,12 +455,7 @@ timer.cancel()
 func TestRefreshLayerCopyRemoved(t *testing.T) {
 	testenv.RequireFUSE(t)
 	testenv.RequirePodman(t)
-	dir, err := os.MkdirTemp("/tmp", "ifs") // podman wants short run roots
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	testenv.NoMountsLeft(t, dir)
+	dir := shortTempDir(t)
 	tarball := filepath.Join(dir, "a.tar")
 	big := strings.Repeat("b", 50000)
 	if err := os.WriteFile(tarball, tarOfFiles(t, map[string]string{"etc/other": "other\n", "etc/big": big}), 0o644); err != nil {
