@@ -86,8 +86,10 @@ func (d *namesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	}
 	leaf := name
 	if _, ok := nd.Leaves[leaf]; !ok {
+		// The repository without a tag is its :latest link, unless
+		// mkdir made a directory of that name.
 		leaf = name + latestTag
-		if _, ok := nd.Leaves[leaf]; !ok || strings.ContainsAny(name, ":@") {
+		if _, ok := nd.Leaves[leaf]; !ok || strings.ContainsAny(name, ":@") || d.t.isPending(joinName(d.path, name)) {
 			return d.lookupPending(ctx, ix, name, out) // a directory mkdir made, or ENOENT
 		}
 	}

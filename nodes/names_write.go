@@ -47,8 +47,8 @@ func (t *tree) canonicalName(op, p, full string) (string, syscall.Errno) {
 
 // leafName is the stored name a names/ entry stands for: the leaf itself,
 // or "<leaf>:latest" for a repository named without a tag (as Lookup
-// resolves it); "" when there is none.
-func leafName(ix *storageview.Index, dir []string, leaf string) string {
+// resolves it) unless a directory has that name; "" when there is none.
+func (t *tree) leafName(ix *storageview.Index, dir []string, leaf string) string {
 	nd := ix.NameDir(dir)
 	if nd == nil {
 		return ""
@@ -56,7 +56,7 @@ func leafName(ix *storageview.Index, dir []string, leaf string) string {
 	if _, ok := nd.Leaves[leaf]; ok && nd.Dirs[leaf] == nil {
 		return joinName(dir, leaf)
 	}
-	if !strings.ContainsAny(leaf, ":@") && nd.Dirs[leaf] == nil {
+	if !strings.ContainsAny(leaf, ":@") && nd.Dirs[leaf] == nil && !t.isPending(joinName(dir, leaf)) {
 		if _, ok := nd.Leaves[leaf+latestTag]; ok {
 			return joinName(dir, leaf+latestTag)
 		}
@@ -194,7 +194,7 @@ func (d *namesDir) Unlink(ctx context.Context, name string) syscall.Errno {
 		return 0
 	}
 	ix := t.index()
-	full := leafName(ix, d.path, name)
+	full := t.leafName(ix, d.path, name)
 	if full == "" {
 		if t.isNamesDir(ix, d.path, name) {
 			return t.refuseWrite(op, p, syscall.EISDIR, "a directory of names, not a name")
@@ -234,7 +234,7 @@ func (d *namesDir) Mkdir(ctx context.Context, name string, mode uint32, out *fus
 	if ix.NameDir(d.path) == nil && !t.isPending(strings.Join(d.path, "/")) && len(d.path) > 0 {
 		return nil, t.refuseWrite(op, p, syscall.ENOENT, "the parent directory is gone")
 	}
-	if leafName(ix, d.path, name) != "" {
+	if t.leafName(ix, d.path, name) != "" {
 		return nil, t.refuseWrite(op, p, syscall.EEXIST, "a name, not a directory")
 	}
 	// The kernel asks only when it believes the directory absent. If the
@@ -291,7 +291,7 @@ func (d *namesDir) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return t.refuseWrite(op, p, syscall.ENOTEMPTY, "holds names; remove them one by one")
 	}
 	if !t.isPending(full) {
-		if leafName(ix, d.path, name) != "" {
+		if t.leafName(ix, d.path, name) != "" {
 			return t.refuseWrite(op, p, syscall.ENOTDIR, "a name, not a directory")
 		}
 		return t.refuseWrite(op, p, syscall.ENOENT, "no such directory")
@@ -337,7 +337,7 @@ func (d *namesDir) Rename(ctx context.Context, name string, newParent fusefs.Ino
 	if id, ok := t.tempTarget(joinName(d.path, name)); ok {
 		return d.renameTemp(ctx, w, op, p, id, name, np, newName, newP)
 	}
-	old := leafName(ix, d.path, name)
+	old := t.leafName(ix, d.path, name)
 	if old == "" {
 		if t.isNamesDir(ix, d.path, name) {
 			return t.refuseWrite(op, p, syscall.EXDEV, "directories of names do not move at once; move the names in it")

@@ -930,6 +930,44 @@ func TestWritesByMountingUser(t *testing.T) {
 	}
 }
 
+// TestWritesMkdirBesideLatest: a directory mkdir made and a :latest name
+// of the same repository: the directory is what the repository's name
+// shows (listed and looked up alike) until rmdir, then the alias link.
+func TestWritesMkdirBesideLatest(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	dir := e.p("names/localhost/q2")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../images/"+e.base.ID, dir+":latest"); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(e.p("names/localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed uint64
+	for _, ent := range ents {
+		if ent.Name() == "q2" {
+			info, _ := ent.Info()
+			listed = info.Sys().(*syscall.Stat_t).Ino
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR || st.Ino != listed {
+		t.Errorf("q2 beside q2:latest: lstat mode %o ino %d (%v), listed ino %d; want the directory", st.Mode, st.Ino, err, listed)
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatalf("rmdir q2: %v", err)
+	}
+	eventually(t, "rmdir of q2", func() error {
+		if target, err := os.Readlink(dir); err != nil || !strings.HasSuffix(target, e.base.ID) {
+			return fmt.Errorf("q2 after the rmdir: %q %v, want the :latest alias", target, err)
+		}
+		return nil
+	})
+}
+
 // TestWritesMkdirLinkCount: a directory mkdir makes in names/ counts in
 // its parent's link count (2 plus its subdirectories), whether the parent
 // is the store's or mkdir's too.
