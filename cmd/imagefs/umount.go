@@ -67,6 +67,9 @@ func umount(mountpoint string, lazy bool, timeout time.Duration) error {
 		}
 	}
 	if m == nil {
+		if _, err := os.Lstat(abs); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s does not exist", mountpoint)
+		}
 		return fmt.Errorf("%s is not mounted", mountpoint)
 	}
 	if m.FSType != fs.FSType {
