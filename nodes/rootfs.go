@@ -52,7 +52,8 @@ type Rootfs struct {
 }
 
 // layersGone drops what the Rootfs keeps of layers that were removed:
-// their changes, and the layer files it holds open.
+// their changes, the layer files it holds open, and the merged listings
+// of the trees on them.
 func (r *Rootfs) layersGone(ids []string) {
 	r.mu.Lock()
 	for _, id := range ids {
@@ -60,6 +61,7 @@ func (r *Rootfs) layersGone(ids []string) {
 	}
 	r.mu.Unlock()
 	r.files.closeGone()
+	r.cache.Forget(ids)
 }
 
 // layersMoved drops the kernel's entries of the trees built on a copy of a

@@ -728,3 +728,29 @@ func rootfsDirentInos(t *testing.T, dir string) map[string]uint64 {
 		}
 	}
 }
+
+// TestRootfsForgetsRemovedListings: the merged listings of a removed
+// layer's trees leave the cache with it (a mount seeing builds and
+// removals would otherwise keep them until the cache is full).
+func TestRootfsForgetsRemovedListings(t *testing.T) {
+	id := strings.Repeat("2", 64)               // what newRootfsFakeStore names the first layer
+	p := filepath.Join(t.TempDir(), id, "diff") // containers/storage puts the ID in the path
+	if err := os.MkdirAll(filepath.Join(p, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store := newRootfsFakeStore([]union.Layer{{ID: id, Path: p}}, false)
+	mnt, _ := mountRootfs(t, store, nil)
+	for _, d := range []string{"rootfs", "rootfs/etc"} {
+		if _, err := os.ReadDir(filepath.Join(mnt, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := rootfsTestRoots[mnt].r
+	if l, _ := r.cache.Len(); l == 0 {
+		t.Fatal("nothing cached after listing the tree")
+	}
+	r.layersGone([]string{id})
+	if l, n := r.cache.Len(); l != 0 {
+		t.Errorf("%d listings (%d entries) of the removed layer still cached", l, n)
+	}
+}

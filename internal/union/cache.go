@@ -2,6 +2,8 @@ package union
 
 import (
 	"container/list"
+	"slices"
+	"strings"
 	"sync"
 )
 
@@ -70,6 +72,26 @@ func (c *Cache) put(key string, l *Listing) *Listing {
 		c.entries -= weight(old.l)
 	}
 	return l
+}
+
+// Forget drops the listings of every stack on a layer directory whose path
+// holds one of parts (a removed layer's ID, which containers/storage puts
+// in its directory's path): they would otherwise stay until the cache is
+// full, holding memory for layers that are gone.
+func (c *Cache) Forget(parts []string) {
+	if len(parts) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, el := range c.byKey {
+		stack, _, _ := strings.Cut(key, "\x00\x00") // the stack's layers, then the directory
+		if slices.ContainsFunc(parts, func(p string) bool { return strings.Contains(stack, p) }) {
+			c.lru.Remove(el)
+			delete(c.byKey, key)
+			c.entries -= weight(el.Value.(*cached).l)
+		}
+	}
 }
 
 // weight counts a listing as its entries plus one for itself.

@@ -323,6 +323,37 @@ func TestCacheBound(t *testing.T) {
 	}
 }
 
+// TestCacheForget: the listings of the stacks on a forgotten layer go, the
+// others' stay.
+func TestCacheForget(t *testing.T) {
+	dir := t.TempDir()
+	c := union.NewCache(0)
+	var stacks []*union.Stack
+	for _, id := range []string{"aaaa", "bbbb"} {
+		p := filepath.Join(dir, id, "diff")
+		if err := os.MkdirAll(filepath.Join(p, "d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		s, err := union.NewStack([]union.Layer{{ID: id, Path: p}}, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names(t, s, "")
+		names(t, s, "d")
+		stacks = append(stacks, s)
+	}
+	if l, _ := c.Len(); l != 4 {
+		t.Fatalf("%d listings cached, want 4", l)
+	}
+	c.Forget([]string{"aaaa"})
+	if l, n := c.Len(); l != 2 || n != 3 {
+		t.Errorf("after forgetting one layer: %d listings, %d entries; want the other's 2 and 3", l, n)
+	}
+	if got := names(t, stacks[0], ""); got != "d" {
+		t.Errorf("the forgotten layer's root lists %q again", got)
+	}
+}
+
 // TestChanges checks the changes of each layer against what the fixture
 // did in it.
 func TestChanges(t *testing.T) {
