@@ -389,3 +389,28 @@ func oneLine(err error) string {
 	}
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
+
+// fuseConnections is where fusectl shows the kernel's FUSE connections.
+const fuseConnections = "/sys/fs/fuse/connections"
+
+// AbortConnection ends the FUSE connection of the mount m at once, as
+// fusectl's abort does: every request waiting on it fails (ENOTCONN), and
+// the server's next read of /dev/fuse ends its loop. It frees processes
+// stuck on a server that hangs, or that was killed and cannot exit. It
+// mounts fusectl for the time it needs it when nothing has (root only).
+func AbortConnection(m *MountInfo) error {
+	_, minor, ok := strings.Cut(m.Device, ":")
+	if !ok {
+		return fmt.Errorf("%s: no device number in its mount entry", m.Mountpoint)
+	}
+	if ents, _ := os.ReadDir(fuseConnections); len(ents) == 0 {
+		if err := syscall.Mount("fusectl", fuseConnections, "fusectl", 0, ""); err != nil {
+			return fmt.Errorf("mounting fusectl on %s to reach the connection: %w", fuseConnections, err)
+		}
+		defer syscall.Unmount(fuseConnections, 0)
+	}
+	if err := os.WriteFile(filepath.Join(fuseConnections, minor, "abort"), []byte("1"), 0); err != nil {
+		return fmt.Errorf("aborting the FUSE connection of %s: %w", m.Mountpoint, err)
+	}
+	return nil
+}

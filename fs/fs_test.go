@@ -24,12 +24,12 @@ func TestParseMountInfo(t *testing.T) {
 		ok   bool
 	}{
 		{"36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue",
-			MountInfo{"/mnt2", "ext3", "/dev/root", -1}, true},
+			MountInfo{"/mnt2", "ext3", "/dev/root", -1, "98:0"}, true},
 		{"42 26 0:38 / /tmp/a\\040b/mnt rw,nosuid,nodev,relatime - fuse.imagefs imagefs rw,user_id=0",
-			MountInfo{"/tmp/a b/mnt", "fuse.imagefs", "imagefs", 0}, true},
+			MountInfo{"/tmp/a b/mnt", "fuse.imagefs", "imagefs", 0, "0:38"}, true},
 		{"42 26 0:38 / /m rw - fuse.imagefs imagefs rw,user_id=1000,group_id=1000,default_permissions",
-			MountInfo{"/m", "fuse.imagefs", "imagefs", 1000}, true},
-		{"42 26 0:38 / /x rw shared:1 master:2 - tmpfs tmpfs rw", MountInfo{"/x", "tmpfs", "tmpfs", -1}, true},
+			MountInfo{"/m", "fuse.imagefs", "imagefs", 1000, "0:38"}, true},
+		{"42 26 0:38 / /x rw shared:1 master:2 - tmpfs tmpfs rw", MountInfo{"/x", "tmpfs", "tmpfs", -1, "0:38"}, true},
 		{"garbage", MountInfo{}, false},
 		{"1 2 3:4 / /x rw no-separator here at all", MountInfo{}, false},
 	} {

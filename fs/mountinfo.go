@@ -13,6 +13,7 @@ type MountInfo struct {
 	FSType     string // "fuse.imagefs" for our mounts
 	Source     string // "imagefs" for our mounts
 	UserID     int    // FUSE's user_id= option: who mounted it; -1 without
+	Device     string // "major:minor"; a FUSE mount's minor numbers its connection
 }
 
 // FindMount returns the topmost mount whose mount point is exactly path
@@ -71,6 +72,7 @@ func parseMountInfo(line string) (MountInfo, bool) {
 		FSType:     unescapeOctal(fields[sep+1]),
 		Source:     unescapeOctal(fields[sep+2]),
 		UserID:     -1,
+		Device:     fields[2],
 	}
 	if sep+3 < len(fields) {
 		for _, o := range strings.Split(fields[sep+3], ",") {

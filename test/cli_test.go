@@ -483,8 +483,11 @@ func TestCLIKilledDuringRemoval(t *testing.T) {
 	case err := <-rmDone:
 		t.Logf("rm after the kill: %v", err)
 	case <-time.After(10 * time.Second):
-		abortConnection(t, mp)
-		t.Fatalf("rm still waits 10 s after the server was killed (threads: %s)", threadStates(pid))
+		states := threadStates(pid)
+		if r := e.run(30*time.Second, "umount", "--abort", mp); r.code != 0 { // frees them
+			t.Errorf("umount --abort: %d %s", r.code, r.stderr)
+		}
+		t.Fatalf("rm still waits 10 s after the server was killed (threads: %s)", states)
 	}
 	if r := e.run(30*time.Second, "umount", mp); r.code != 0 {
 		t.Fatalf("umount of the dead mount: %d %s", r.code, r.stderr)
@@ -506,33 +509,29 @@ func threadStates(pid int) string {
 	return strings.Join(states, " ")
 }
 
-// abortConnection ends the FUSE connection of the mount at mp through
-// fusectl (mounting it if needed), which frees every process waiting on
-// it: the last resort after a test found a server that cannot exit.
-func abortConnection(t *testing.T, mp string) {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+// TestCLIUmountAbort: umount --abort ends the connection of a mount that
+// is busy: the open directory fails with ENOTCONN, the mount is gone and
+// the server exits.
+func TestCLIUmountAbort(t *testing.T) {
+	e, added := newCLIEnv(t)
+	mp := e.mkdir("mnt")
+	pid := e.mountBackground(mp)
+	busy, err := os.Open(filepath.Join(mp, "images", added.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dev string
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == mp {
-			dev = f[2] // major:minor
-		}
+	defer busy.Close()
+	if r := e.run(30*time.Second, "umount", "--abort", mp); r.code != 0 || r.stderr != "" {
+		t.Fatalf("imagefs umount --abort: exit %d, stderr %q", r.code, r.stderr)
 	}
-	conns := "/sys/fs/fuse/connections"
-	if ents, _ := os.ReadDir(conns); len(ents) == 0 {
-		if err := syscall.Mount("fusectl", conns, "fusectl", 0, ""); err != nil {
-			t.Errorf("mounting fusectl: %v", err)
-			return
-		}
-		defer syscall.Unmount(conns, 0)
+	if isImagefsMount(t, mp) {
+		t.Errorf("%s still mounted after umount --abort", mp)
 	}
-	_, minor, _ := strings.Cut(dev, ":")
-	if err := os.WriteFile(filepath.Join(conns, minor, "abort"), []byte("1"), 0); err != nil {
-		t.Errorf("aborting the FUSE connection %s of %s: %v", dev, mp, err)
+	waitGone(t, pid, 10*time.Second)
+	if _, err := busy.ReadDir(-1); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("reading the open directory after the abort: %v, want ENOTCONN", err)
 	}
+	e.storeUsable(added.ID)
 }
 
 // TestCLIDeadForeignMount: over a dead FUSE mount of another file system

@@ -15,6 +15,7 @@ import (
 func newUmountCmd() *cobra.Command {
 	var (
 		lazy    bool
+		abort   bool
 		timeout time.Duration
 	)
 	c := &cobra.Command{
@@ -35,15 +36,16 @@ is detached at once and the serving process exits when its last user leaves.`,
 			if timeout <= 0 {
 				return fmt.Errorf("--timeout %s: give a positive duration (30s, 2m)", timeout)
 			}
-			return umount(args[0], lazy, timeout)
+			return umount(args[0], lazy, abort, timeout)
 		},
 	}
 	c.Flags().BoolVarP(&lazy, "lazy", "l", false, "detach a busy mount now; do not wait for the serving process")
+	c.Flags().BoolVar(&abort, "abort", false, "end the mount's FUSE connection first (root; for a server that hangs): whatever waits on it fails with ENOTCONN")
 	c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the serving process to exit")
 	return c
 }
 
-func umount(mountpoint string, lazy bool, timeout time.Duration) error {
+func umount(mountpoint string, lazy, abort bool, timeout time.Duration) error {
 	abs, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
@@ -78,13 +80,19 @@ func umount(mountpoint string, lazy bool, timeout time.Duration) error {
 	if uid := os.Geteuid(); uid != 0 && m.UserID >= 0 && m.UserID != uid {
 		return fmt.Errorf("%s was mounted by uid %d: only root or that user may unmount it", mountpoint, m.UserID)
 	}
+	if abort {
+		if err := fs.AbortConnection(m); err != nil {
+			return err
+		}
+		lazy = true // what still uses the mount gets ENOTCONN, not a busy mount
+	}
 	if err := fs.Unmount(abs, lazy); err != nil {
 		if errors.Is(err, fs.ErrBusy) {
 			return fmt.Errorf("%s is busy: a process has a file or its working directory in it (close it, or use imagefs umount --lazy)", mountpoint)
 		}
 		return err
 	}
-	if lazy {
+	if lazy && !abort {
 		return nil
 	}
 	return fs.WaitServerExit(abs, m.UserID, timeout)
