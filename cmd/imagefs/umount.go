@@ -88,7 +88,8 @@ func umount(mountpoint string, lazy, abort bool, timeout time.Duration) error {
 	}
 	if err := fs.Unmount(abs, lazy); err != nil {
 		if errors.Is(err, fs.ErrBusy) {
-			return fmt.Errorf("%s is busy: a process has a file or its working directory in it (close it, or use imagefs umount --lazy)", mountpoint)
+			return fmt.Errorf("%s is busy: a process has a file or its working directory in it, or waits on it "+
+				"(close it, or use imagefs umount --lazy; for a server that hangs, imagefs umount --abort)", mountpoint)
 		}
 		return err
 	}
