@@ -349,6 +349,8 @@ func TestCLIUmountErrors(t *testing.T) {
 	oneErrorLine(t, "umount of /proc", r, "not an imagefs mount")
 	r = e.run(10*time.Second, "umount")
 	oneErrorLine(t, "umount without argument", r, "exactly one MOUNTPOINT")
+	r = e.run(10*time.Second, "umount", "")
+	oneErrorLine(t, "umount of an empty path", r, "MOUNTPOINT given is empty")
 	r = e.run(10*time.Second, "umount", filepath.Join(plain, "nonexistent"))
 	oneErrorLine(t, "umount of a path that does not exist", r, "does not exist")
 	r = e.run(10*time.Second, "umount", "--timeout", "0", plain)

@@ -30,6 +30,9 @@ is detached at once and the serving process exits when its last user leaves.`,
 			if len(args) != 1 {
 				return fmt.Errorf("umount takes exactly one MOUNTPOINT, got %d arguments (see imagefs umount --help)", len(args))
 			}
+			if args[0] == "" {
+				return fmt.Errorf("umount: the MOUNTPOINT given is empty")
+			}
 			return nil
 		},
 		RunE: func(c *cobra.Command, args []string) error {
