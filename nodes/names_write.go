@@ -7,6 +7,7 @@ package nodes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -118,6 +119,9 @@ func (d *namesDir) Symlink(ctx context.Context, target, name string, out *fuse.E
 	}
 	img, err := resolveTarget(w, d.path, target)
 	if err != nil {
+		if parts := pathParts(target); isNotFound(err) && slices.Contains(parts[:max(len(parts)-1, 0)], "layers") {
+			err = fmt.Errorf("%w: a layer, not an image: link to images/<id> (a layer's info.json lists the images using it)", err)
+		}
 		return nil, t.writeErrno(ctx, op, p+" -> "+target, err)
 	}
 	var ln *nameLink

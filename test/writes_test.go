@@ -685,6 +685,11 @@ func TestWritesRefused(t *testing.T) {
 
 	e.refused("rmdir a directory holding names", syscall.ENOTEMPTY, "/names/localhost", remove("names/localhost"))
 	nlog := len(e.logs.lines())
+	e.refused("ln -s of a layer", syscall.ENOENT, "/names/localhost/lt:1", symlink("../../layers/"+e.base.LayerIDs[0], "names/localhost/lt:1"))
+	if lines := e.logs.lines()[nlog:]; len(lines) == 0 || !strings.Contains(lines[len(lines)-1], "a layer, not an image") {
+		t.Errorf("the refusal of a layer as a target does not say so: %q", lines)
+	}
+	nlog = len(e.logs.lines())
 	e.refused("create in names/", syscall.EROFS, "/names/localhost/file", func() error { return os.WriteFile(in("names/localhost/file"), nil, 0o644) })
 	if lines := e.logs.lines()[nlog:]; len(lines) == 0 || !strings.Contains(lines[len(lines)-1], "only symbolic links") {
 		t.Errorf("the refusal of a file in names/ does not say what names/ holds: %q", lines)
