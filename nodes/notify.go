@@ -105,7 +105,9 @@ func (t *tree) onChange(old, new *storageview.Index) {
 		return
 	}
 	t.waitWritesDone()
-	t.settlePending(new)
+	// After the wait new may be old news: a write since may have kept a
+	// directory its last name left (keepDirs), which new still has.
+	t.settlePending(t.index())
 	c := storageview.Diff(old, new)
 	n := newNotifier()
 	t.notifyOutsideNames(n, c, "")
