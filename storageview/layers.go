@@ -161,11 +161,7 @@ func (v *View) LayerDir(layerID string) (LayerDir, error) {
 	if v.Index().Layer(layerID) == nil {
 		return LayerDir{}, fmt.Errorf("layer %q: %w", layerID, ErrNotFound)
 	}
-	roots := []string{v.graphRoot}
-	if v.imageStoreDir != "" {
-		roots = append(roots, v.imageStoreDir)
-	}
-	roots = append(roots, v.roRoots...)
+	roots := append(v.writableRoots(), v.roRoots...)
 	d = LayerDir{ID: layerID}
 	var tried []string
 	for _, r := range roots {

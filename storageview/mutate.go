@@ -622,11 +622,7 @@ func (v *View) mutator() *mutator {
 // containers/storage included, read them from disk at their next use:
 // it records a write in their lock files, as another process's write does.
 func (v *View) forgetUnsaved() {
-	roots := []string{v.graphRoot}
-	if v.imageStoreDir != "" {
-		roots = append(roots, v.imageStoreDir)
-	}
-	for _, r := range roots {
+	for _, r := range v.writableRoots() {
 		for _, kind := range []string{"images", "layers"} {
 			path := v.recordLock(r, kind)
 			if _, err := os.Stat(path); err != nil {

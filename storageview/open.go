@@ -325,11 +325,7 @@ func (v *View) shutdown() error {
 // (images, layers, containers; primary and additional stores) records its
 // last-writer token in.
 func (v *View) lockFiles() []string {
-	roots := []string{v.graphRoot}
-	if v.imageStoreDir != "" {
-		roots = append(roots, v.imageStoreDir)
-	}
-	roots = append(roots, v.roRoots...)
+	roots := append(v.writableRoots(), v.roRoots...)
 	var files []string
 	for _, kind := range []string{"images", "layers"} {
 		for _, r := range roots {
@@ -341,6 +337,15 @@ func (v *View) lockFiles() []string {
 		files = append(files, v.recordLock(v.graphRoot, "containers"))
 	}
 	return files
+}
+
+// writableRoots are the roots of the writable store's records and
+// layers: the graph root, and storage.conf's imagestore when one is set.
+func (v *View) writableRoots() []string {
+	if v.imageStoreDir != "" {
+		return []string{v.graphRoot, v.imageStoreDir}
+	}
+	return []string{v.graphRoot}
 }
 
 // writableLocks are the lock files of the writable store's records, which
