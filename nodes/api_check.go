@@ -36,9 +36,11 @@ var (
 	_ = (fusefs.NodeSetxattrer)((*node)(nil))
 	_ = (fusefs.NodeRemovexattrer)((*node)(nil))
 	_ = (fusefs.NodeWritever)((*node)(nil))
+	_ = (fusefs.NodeAllocater)((*node)(nil))
 
 	// Every directory refuses new and removed entries.
 	_ = (fusefs.NodeCreater)((*dirNode)(nil))
+	_ = (fusefs.NodeTmpfiler)((*dirNode)(nil))
 	_ = (fusefs.NodeMkdirer)((*dirNode)(nil))
 	_ = (fusefs.NodeMknoder)((*dirNode)(nil))
 	_ = (fusefs.NodeLinker)((*dirNode)(nil))

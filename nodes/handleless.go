@@ -95,6 +95,20 @@ func (h *handleless) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status
 	return fuse.ENOSYS
 }
 
+// Fsync and FsyncDir have nothing to do either: no byte of the tree is
+// ever held back (file data is read-only, and a change through the mount
+// is in the store when its request is answered). The kernel takes ENOSYS
+// as success, for this and every later fsync(2) of the mount; go-fuse's
+// own answer, ENOTSUP, would fail `sync FILE` and every program that
+// fsyncs what it opened.
+func (h *handleless) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	return fuse.ENOSYS
+}
+
+func (h *handleless) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	return fuse.ENOSYS
+}
+
 func (h *handleless) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	return h.readDir(cancel, in, out, h.RawFileSystem.ReadDir)
 }

@@ -74,7 +74,7 @@ func (t *tree) isNamesDir(ix *storageview.Index, dir []string, leaf string) bool
 	return t.isPending(joinName(dir, leaf))
 }
 
-// Create (touch, cp of a file) and Mknod are refused: names/ holds only
+// Create (touch, cp of a file), Mknod and Tmpfile are refused: names/ holds only
 // the links that are names.
 func (d *namesDir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
 	return nil, nil, 0, d.refuseFile("create", name)
@@ -82,6 +82,10 @@ func (d *namesDir) Create(ctx context.Context, name string, flags uint32, mode u
 
 func (d *namesDir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	return nil, d.refuseFile("mknod", name)
+}
+
+func (d *namesDir) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, d.refuseFile("tmpfile", "")
 }
 
 func (d *namesDir) refuseFile(op, name string) syscall.Errno {

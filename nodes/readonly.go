@@ -60,6 +60,11 @@ func dropRefusedPages(ino *fusefs.Inode) {
 	go ino.NotifyContent(0, 0)
 }
 
+// Allocate (fallocate(2)) is refused: EROFS, like a write.
+func (n *node) Allocate(ctx context.Context, f fusefs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	return n.refuse("fallocate", "")
+}
+
 // Setxattr is refused: EROFS.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	return n.refuse("setxattr "+attr, "")
@@ -73,6 +78,11 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 // Create (open with O_CREAT of a new name) is refused: EROFS.
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
 	return nil, nil, 0, d.refuse("create", name)
+}
+
+// Tmpfile (open with O_TMPFILE) is refused: EROFS.
+func (d *dirNode) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, d.refuse("tmpfile", "")
 }
 
 // Mkdir is refused: EROFS.

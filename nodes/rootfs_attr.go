@@ -130,6 +130,12 @@ func (n *rootfsNode) Writev(ctx context.Context, f fusefs.FileHandle, data [][]b
 	return 0, n.refuse("write", "")
 }
 
+var _ = (fusefs.NodeAllocater)((*rootfsNode)(nil))
+
+func (n *rootfsNode) Allocate(ctx context.Context, f fusefs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	return n.refuse("fallocate", "")
+}
+
 var _ = (fusefs.NodeAccesser)((*rootfsNode)(nil))
 
 // Access refuses write access with EROFS and grants the rest (the mount
@@ -181,6 +187,12 @@ var _ = (fusefs.NodeCreater)((*rootfsDir)(nil))
 
 func (d *rootfsDir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
 	return nil, nil, 0, d.refuse("create", name)
+}
+
+var _ = (fusefs.NodeTmpfiler)((*rootfsDir)(nil))
+
+func (d *rootfsDir) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, d.refuse("tmpfile", "")
 }
 
 var _ = (fusefs.NodeUnlinker)((*rootfsDir)(nil))

@@ -259,6 +259,8 @@ func TestRootfsXattrsAndReadOnly(t *testing.T) {
 		"removexattr": unix.Lremovexattr(filepath.Join(rfs, "bin/ping"), "security.capability"),
 		"mknod":       unix.Mknod(filepath.Join(rfs, "fifo"), unix.S_IFIFO|0o644, 0),
 		"mmap write":  testenv.MmapWrite(passwd, []byte("HACK")),
+		"fallocate":   testenv.Fallocate(passwd),
+		"O_TMPFILE":   testenv.OpenTmpfile(filepath.Join(rfs, "etc")),
 	} {
 		if !errors.Is(err, syscall.EROFS) {
 			t.Errorf("%s: %v, want EROFS", what, err)
@@ -269,13 +271,20 @@ func TestRootfsXattrsAndReadOnly(t *testing.T) {
 		"write /rootfs/etc/passwd", "setattr /rootfs/etc/passwd", "create /rootfs/etc/new", "mkdir /rootfs/newd",
 		"unlink /rootfs/etc/passwd", "rmdir /rootfs/opq", "rename /rootfs/etc/passwd", "symlink /rootfs/l",
 		"link /rootfs/etc/p3", "setxattr user.x /rootfs/etc/passwd", "removexattr security.capability /rootfs/bin/ping",
-		"mknod /rootfs/fifo",
+		"mknod /rootfs/fifo", "fallocate /rootfs/etc/passwd", "tmpfile /rootfs/etc",
 	} {
 		if !strings.Contains(logb.String(), line+": refused, rootfs is read-only (EROFS)") {
 			t.Errorf("no log line %q in:\n%s", line+": refused, rootfs is read-only (EROFS)", logb.String())
 		}
 	}
 	testenv.WaitContent(t, passwd, "root:x:0:0\nuser:x:1000:1000\n")
+	// There is nothing to sync (sync FILE, programs that fsync what
+	// they read): success.
+	for _, p := range []string{passwd, filepath.Join(rfs, "etc"), rfs} {
+		if err := testenv.Fsync(p); err != nil {
+			t.Errorf("fsync %s: %v", p, err)
+		}
+	}
 	if tgt, err := os.Readlink(filepath.Join(rfs, "abs")); err != nil || tgt != "/etc/passwd" {
 		t.Errorf("abs symlink: %q %v", tgt, err)
 	}

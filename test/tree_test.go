@@ -481,34 +481,44 @@ func TestTreeReadOnly(t *testing.T) {
 	}
 	now := time.Now()
 	refused := map[string]error{
-		"mkdir at the root":  os.Mkdir(p("new"), 0o755),
-		"rm df":              os.Remove(p("df")),
-		"write manifest":     os.WriteFile(filepath.Join(img, "manifest"), []byte("x"), 0o644),
-		"append to names":    appendFile(filepath.Join(img, "names"), "localhost/x:1\n"),
-		"create in image":    os.WriteFile(filepath.Join(img, "new"), []byte("x"), 0o644),
-		"mkdir in image":     os.Mkdir(filepath.Join(img, "dir"), 0o755),
-		"rm config":          os.Remove(filepath.Join(img, "config")),
-		"mv config":          os.Rename(filepath.Join(img, "config"), filepath.Join(img, "config2")),
-		"chmod names":        os.Chmod(filepath.Join(img, "names"), 0o644),
-		"chown inspect.json": os.Chown(filepath.Join(img, "inspect.json"), 1, 1),
-		"truncate df":        os.Truncate(p("df"), 0),
-		"utimes df":          os.Chtimes(p("df"), now, now),
-		"setxattr config":    syscall.Setxattr(filepath.Join(img, "config"), "user.x", []byte("y"), 0),
-		"rm layers/NNN":      os.Remove(filepath.Join(img, "layers/000")),
-		"ln -s in layers/":   os.Symlink("../../../layers/"+ts.single.LayerIDs[0], filepath.Join(img, "layers/009")),
-		"hard link in image": os.Link(filepath.Join(img, "manifest"), filepath.Join(img, "m")),
-		"mkfifo in image":    syscall.Mkfifo(filepath.Join(img, "fifo"), 0o644),
-		"rmdir layers/<id>":  os.Remove(p("layers/" + ts.single.LayerIDs[0])),
-		"rm info.json":       os.Remove(p("layers/" + ts.single.LayerIDs[0] + "/info.json")),
-		"mkdir in layers/":   os.Mkdir(p("layers/new"), 0o755),
-		"rm instance":        os.Remove(filepath.Join(inst, ts.single.ManifestDigest.String())),
-		"mv platforms":       os.Rename(filepath.Join(inst, "platforms"), filepath.Join(inst, "p")),
-		"write platforms":    os.WriteFile(filepath.Join(inst, "platforms"), []byte("x"), 0o644),
-		"mmap write names":   testenv.MmapWrite(filepath.Join(img, "names"), []byte("HACK")),
+		"mkdir at the root":   os.Mkdir(p("new"), 0o755),
+		"rm df":               os.Remove(p("df")),
+		"write manifest":      os.WriteFile(filepath.Join(img, "manifest"), []byte("x"), 0o644),
+		"append to names":     appendFile(filepath.Join(img, "names"), "localhost/x:1\n"),
+		"create in image":     os.WriteFile(filepath.Join(img, "new"), []byte("x"), 0o644),
+		"mkdir in image":      os.Mkdir(filepath.Join(img, "dir"), 0o755),
+		"rm config":           os.Remove(filepath.Join(img, "config")),
+		"mv config":           os.Rename(filepath.Join(img, "config"), filepath.Join(img, "config2")),
+		"chmod names":         os.Chmod(filepath.Join(img, "names"), 0o644),
+		"chown inspect.json":  os.Chown(filepath.Join(img, "inspect.json"), 1, 1),
+		"truncate df":         os.Truncate(p("df"), 0),
+		"utimes df":           os.Chtimes(p("df"), now, now),
+		"setxattr config":     syscall.Setxattr(filepath.Join(img, "config"), "user.x", []byte("y"), 0),
+		"rm layers/NNN":       os.Remove(filepath.Join(img, "layers/000")),
+		"ln -s in layers/":    os.Symlink("../../../layers/"+ts.single.LayerIDs[0], filepath.Join(img, "layers/009")),
+		"hard link in image":  os.Link(filepath.Join(img, "manifest"), filepath.Join(img, "m")),
+		"mkfifo in image":     syscall.Mkfifo(filepath.Join(img, "fifo"), 0o644),
+		"rmdir layers/<id>":   os.Remove(p("layers/" + ts.single.LayerIDs[0])),
+		"rm info.json":        os.Remove(p("layers/" + ts.single.LayerIDs[0] + "/info.json")),
+		"mkdir in layers/":    os.Mkdir(p("layers/new"), 0o755),
+		"rm instance":         os.Remove(filepath.Join(inst, ts.single.ManifestDigest.String())),
+		"mv platforms":        os.Rename(filepath.Join(inst, "platforms"), filepath.Join(inst, "p")),
+		"write platforms":     os.WriteFile(filepath.Join(inst, "platforms"), []byte("x"), 0o644),
+		"mmap write names":    testenv.MmapWrite(filepath.Join(img, "names"), []byte("HACK")),
+		"fallocate config":    testenv.Fallocate(filepath.Join(img, "config")),
+		"O_TMPFILE in image":  testenv.OpenTmpfile(img),
+		"O_TMPFILE in rootfs": testenv.OpenTmpfile(filepath.Join(img, "rootfs")),
+		"fallocate in rootfs": testenv.Fallocate(filepath.Join(img, "rootfs/named")),
 	}
 	for op, err := range refused {
 		if !errors.Is(err, syscall.EROFS) {
 			t.Errorf("%s: %v, want EROFS", op, err)
+		}
+	}
+	// Nothing is ever held back to sync: fsync succeeds (sync FILE).
+	for _, f := range []string{mnt, p("df"), img, filepath.Join(img, "config"), filepath.Join(img, "rootfs/named"), p("names")} {
+		if err := testenv.Fsync(f); err != nil {
+			t.Errorf("fsync %s: %v", f, err)
 		}
 	}
 	testenv.WaitContent(t, filepath.Join(img, "names"), string(names))

@@ -694,6 +694,7 @@ func TestWritesRefused(t *testing.T) {
 	if lines := e.logs.lines()[nlog:]; len(lines) == 0 || !strings.Contains(lines[len(lines)-1], "only symbolic links") {
 		t.Errorf("the refusal of a file in names/ does not say what names/ holds: %q", lines)
 	}
+	e.refused("O_TMPFILE in names/", syscall.EROFS, "/names/localhost", func() error { return testenv.OpenTmpfile(in("names/localhost")) })
 	e.refused("mkdir of a non-registry", syscall.EINVAL, "/names/foo", func() error { return os.Mkdir(in("names/foo"), 0o755) })
 	e.refused("mkdir of an upper-case directory", syscall.EINVAL, "/names/localhost/UP", func() error { return os.Mkdir(in("names/localhost/UP"), 0o755) })
 
