@@ -88,7 +88,7 @@ func contentSum(data []byte) uint64 {
 }
 
 func (f *blobFile) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: f.ino}
+	return stableAttr(syscall.S_IFREG, f.ino)
 }
 
 func (f *blobFile) timeouts() (time.Duration, time.Duration) {

@@ -17,7 +17,7 @@ import (
 type digestsDir struct{ dirNode }
 
 func (d *digestsDir) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: digestsIno}
+	return stableAttr(syscall.S_IFDIR, digestsIno)
 }
 
 func (d *digestsDir) timeouts() (time.Duration, time.Duration) {

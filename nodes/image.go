@@ -130,7 +130,7 @@ func (d *imageDir) fromIndex(content func(*storageview.Image) []byte) func() ([]
 func (d *imageDir) image(ix *storageview.Index) *storageview.Image { return ix.ImageByID(d.id) }
 
 func (d *imageDir) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: imageIno(d.id)}
+	return stableAttr(syscall.S_IFDIR, imageIno(d.id))
 }
 
 func (d *imageDir) timeouts() (time.Duration, time.Duration) {

@@ -47,7 +47,7 @@ func (d *imageLayersDir) chain(ix *storageview.Index) (*storageview.Image, bool)
 }
 
 func (d *imageLayersDir) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno(kindImageLayers, d.id)}
+	return stableAttr(syscall.S_IFDIR, hashIno(kindImageLayers, d.id))
 }
 
 func (d *imageLayersDir) timeouts() (time.Duration, time.Duration) {

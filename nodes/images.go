@@ -18,7 +18,7 @@ import (
 type imagesDir struct{ dirNode }
 
 func (d *imagesDir) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: imagesIno}
+	return stableAttr(syscall.S_IFDIR, imagesIno)
 }
 
 func (d *imagesDir) timeouts() (time.Duration, time.Duration) {

@@ -1,6 +1,12 @@
 package nodes
 
-import "hash/fnv"
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"hash/fnv"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+)
 
 // Inode numbers. The fixed directories have small reserved numbers; every
 // other node of the read-side tree is numbered by a hash of its identity
@@ -59,3 +65,21 @@ func hashIno(kind string, parts ...string) uint64 {
 	}
 	return firstHashedIno + h.Sum64()%(hashedInoEnd-firstHashedIno)
 }
+
+// stableAttr is the identity of a node of this mount: its file type, its
+// number, and the server's generation.
+func stableAttr(mode uint32, ino uint64) fusefs.StableAttr {
+	return fusefs.StableAttr{Mode: mode, Ino: ino, Gen: generation}
+}
+
+// generation is the FUSE generation of every node this server process
+// makes. The kernel puts a node's ID and generation in the file handles
+// name_to_handle_at(2) gives out, and go-fuse numbers node IDs from 2 in
+// every mount: with one generation for all mounts, a handle taken before
+// a remount opens whichever file has its node ID now. A random one (32
+// bits: the kernel keeps no more) makes such a handle ESTALE.
+var generation = func() uint64 {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // never fails on Linux
+	return uint64(binary.LittleEndian.Uint32(b[:]) | 1)
+}()

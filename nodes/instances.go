@@ -69,7 +69,7 @@ func (d *instancesDir) listImage(ix *storageview.Index) *storageview.Image {
 }
 
 func (d *instancesDir) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno(kindInstances, d.id)}
+	return stableAttr(syscall.S_IFDIR, hashIno(kindInstances, d.id))
 }
 
 func (d *instancesDir) timeouts() (time.Duration, time.Duration) {

@@ -77,7 +77,7 @@ var layerChildren = []layerChild{
 func hasParent(l *storageview.Layer) bool { return l.Parent != "" }
 
 func (d *layerDir) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: layerIno(d.id)}
+	return stableAttr(syscall.S_IFDIR, layerIno(d.id))
 }
 
 func (d *layerDir) timeouts() (time.Duration, time.Duration) {

@@ -103,7 +103,7 @@ func (r *Rootfs) LayerChanges(ctx context.Context, parent *fusefs.Inode, layerID
 	n.Getattr(ctx, nil, &a)
 	out.Attr = a.Attr
 	setRootfsTimeouts(out)
-	return parent.NewInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: rootfsChangesIno(layerID)}), 0
+	return parent.NewInode(ctx, n, stableAttr(syscall.S_IFREG, rootfsChangesIno(layerID))), 0
 }
 
 // changesOf returns (computed once per layer) the changes file and

@@ -16,7 +16,7 @@ import (
 type layersDir struct{ dirNode }
 
 func (d *layersDir) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: layersIno}
+	return stableAttr(syscall.S_IFDIR, layersIno)
 }
 
 func (d *layersDir) timeouts() (time.Duration, time.Duration) {

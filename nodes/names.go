@@ -39,7 +39,7 @@ func (d *namesDir) stable() fusefs.StableAttr {
 	if len(d.path) > 0 {
 		ino = hashIno(kindNameDir, d.pathString())
 	}
-	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}
+	return stableAttr(syscall.S_IFDIR, ino)
 }
 
 // timeouts: names/ itself, and a directory only in memory (mkdir made it:

@@ -57,7 +57,7 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 func (r *rootDir) unmounted() { r.t.rootfs.files.closeAll() }
 
 func (r *rootDir) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: RootIno}
+	return stableAttr(syscall.S_IFDIR, RootIno)
 }
 
 func (r *rootDir) timeouts() (time.Duration, time.Duration) {

@@ -277,7 +277,7 @@ func (t *rootfsTree) newInode(ctx context.Context, parent *fusefs.Inode, e *unio
 		return nil, errno
 	}
 	setRootfsTimeouts(out)
-	in := parent.NewInode(ctx, ops, fusefs.StableAttr{Mode: e.Type, Ino: t.ino(e)})
+	in := parent.NewInode(ctx, ops, stableAttr(e.Type, t.ino(e)))
 	if in.Operations() == ops { // not a hardlink's inode known already
 		t.grew()
 	}

@@ -27,7 +27,7 @@ type symlink struct {
 }
 
 func (l *symlink) stable() fusefs.StableAttr {
-	return fusefs.StableAttr{Mode: syscall.S_IFLNK, Ino: l.ino}
+	return stableAttr(syscall.S_IFLNK, l.ino)
 }
 
 func (l *symlink) timeouts() (time.Duration, time.Duration) { return l.entryTimeout, l.attrTimeout }

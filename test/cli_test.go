@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/imagefs/imagefs/fs"
 	"github.com/imagefs/imagefs/internal/fixture"
 	"github.com/imagefs/imagefs/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // topLevel is what the root of every mount holds (docs/LAYOUT.md).
@@ -937,4 +939,53 @@ func TestCLIUmountFindsServerElsewhere(t *testing.T) {
 		t.Errorf("imagefs umount returned while the server (pid %d) still runs", pid)
 		waitGone(t, pid, 10*time.Second)
 	}
+}
+
+// TestCLIStaleFileHandle: a file handle (name_to_handle_at(2), as NFS
+// servers and fanotify take them) opens its file while the mount lasts,
+// and is ESTALE after a remount, never another file that got the same
+// node ID in the new mount.
+func TestCLIStaleFileHandle(t *testing.T) {
+	e, added := newCLIEnv(t)
+	mp := e.mkdir("mnt")
+	pid := e.mountBackground(mp)
+	config := filepath.Join(mp, "images", added.ID, "config")
+	want, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, config, 0)
+	if err != nil {
+		t.Fatalf("name_to_handle_at %s: %v", config, err)
+	}
+	openByHandle := func() ([]byte, error) {
+		mfd, err := unix.Open(mp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Close(mfd)
+		fd, err := unix.OpenByHandleAt(mfd, h, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC)
+		if err != nil {
+			return nil, err
+		}
+		f := os.NewFile(uintptr(fd), "handle")
+		defer f.Close()
+		return io.ReadAll(f)
+	}
+	if got, err := openByHandle(); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the handle opens %q, %v; want the config", got, err)
+	}
+	e.umount(mp, pid)
+
+	pid = e.mountBackground(mp)
+	// Other lookups first, so that the handle's node ID is another node's.
+	for _, p := range []string{"names", "digests", "layers", "images/" + added.ID, "images/" + added.ID + "/manifest", "images/" + added.ID + "/names", "images/" + added.ID + "/digest", "images/" + added.ID + "/config"} {
+		if _, err := os.Lstat(filepath.Join(mp, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := openByHandle(); !errors.Is(err, unix.ESTALE) {
+		t.Errorf("after a remount the handle opens %.40q, %v; want ESTALE", got, err)
+	}
+	e.umount(mp, pid)
 }
