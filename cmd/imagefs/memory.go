@@ -66,9 +66,14 @@ type heapMetrics struct {
 
 // idleMemory decides, one interval at a time, when to return memory:
 // in the first idle interval after a busy one, if there is enough of it.
+// What the burst allocated counts as well as what the metrics call
+// reclaimable: objects that died after the last collection are in
+// neither "garbage" nor "free" until the next one, and a collection
+// late in a burst leaves most of the burst's garbage there.
 type idleMemory struct {
-	lastAllocs uint64
-	busy       bool // allocation since the last return
+	lastAllocs   uint64
+	returnAllocs uint64 // allocs at the last return
+	busy         bool   // allocation since the last return
 }
 
 func (m *idleMemory) check(h heapMetrics) bool {
@@ -78,10 +83,11 @@ func (m *idleMemory) check(h heapMetrics) bool {
 		m.busy = true
 		return false
 	}
-	if !m.busy || h.reclaimable < minReturnBytes {
+	if !m.busy || max(h.reclaimable, h.allocs-m.returnAllocs) < minReturnBytes {
 		return false
 	}
 	m.busy = false
+	m.returnAllocs = h.allocs
 	return true
 }
 

@@ -19,8 +19,10 @@ func TestIdleMemoryCheck(t *testing.T) {
 		{"quiet from the start", []tick{{0, 8 * mib, false}, {10, 8 * mib, false}}},
 		{"busy then quiet: once", []tick{{8 * mib, 8 * mib, false}, {8 * mib, 8 * mib, true}, {8 * mib, 8 * mib, false}}},
 		{"busy throughout", []tick{{8 * mib, 8 * mib, false}, {16 * mib, 8 * mib, false}, {24 * mib, 8 * mib, false}}},
-		{"too little to return", []tick{{8 * mib, 1 * mib, false}, {8 * mib, 1 * mib, false}}},
-		{"held until there is enough", []tick{{8 * mib, 1 * mib, false}, {8 * mib, 1 * mib, false}, {8*mib + 10, 3 * mib, true}}},
+		{"too little to return", []tick{{1 * mib, 1 * mib, false}, {1 * mib, 1 * mib, false}}},
+		{"held until there is enough", []tick{{1 * mib, 1 * mib, false}, {1 * mib, 1 * mib, false}, {1*mib + 10, 3 * mib, true}}},
+		{"garbage no collection has seen yet", []tick{{8 * mib, 0, false}, {8 * mib, 0, true}}},
+		{"counted from the last return", []tick{{8 * mib, 8 * mib, false}, {8 * mib, 8 * mib, true}, {9 * mib, 1 * mib, false}, {9 * mib, 1 * mib, false}}},
 		{"busy again after a return", []tick{{8 * mib, 8 * mib, false}, {8 * mib, 8 * mib, true}, {16 * mib, 8 * mib, false}, {16 * mib, 8 * mib, true}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
