@@ -84,5 +84,5 @@ func (d *digestsDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Err
 		ents = append(ents, fuse.DirEntry{Name: dg.String(), Mode: syscall.S_IFLNK, Ino: hashIno(kindDigest, dg.String())})
 	}
 	sortEntries(ents)
-	return listing(d.EmbeddedInode(), ents), 0
+	return d.listing(ents), 0
 }

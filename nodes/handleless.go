@@ -138,10 +138,9 @@ func (h *handleless) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 	req.Fh = c.fh
 	st := read(cancel, &req, out)
 	if fresh && in.Offset > 0 && st == fuse.EINVAL {
-		// The bridge could not seek a new listing to in.Offset: it is
-		// shorter than the one the kernel was reading (names went away
-		// in between). Past the end of a directory is its end, as
-		// getdents(2) has it for any file system.
+		// A new listing does not know in.Offset: the cookie of a name
+		// the directory forgot (dirstream.go), after many removals.
+		// Ending the listing there is the least harm.
 		st = fuse.OK
 	}
 	if !st.Ok() || out.Offset == in.Offset { // an error, or the end of the listing

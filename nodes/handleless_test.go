@@ -18,10 +18,10 @@ func (h *harness) readdirAt(nid, off uint64, small bool) (*fuse.DirEntryList, fu
 	return out, st
 }
 
-// A listing that shrank between two getdents calls ends early instead of
-// failing: the kernel may come back at an offset past the new end (its
-// cached listing was dropped by an invalidation, or our cursor evicted).
-func TestReaddirPastShrunkListing(t *testing.T) {
+// A READDIR at an offset the directory never handed out (or forgot, after
+// many removals: dirstream.go) ends the listing instead of failing, and a
+// cursor left at an offset still serves the listing it started.
+func TestReaddirAtUnknownOffset(t *testing.T) {
 	w := newWorld()
 	h := newHarness(t, w.s, Options{})
 	nid, _, _ := h.mustLookup("images")
@@ -39,8 +39,7 @@ func TestReaddirPastShrunkListing(t *testing.T) {
 	w.s.remove(w.dangling.ID)
 	w.s.remove(w.lst.ID)
 
-	// A new listing (no cursor at that offset) holds only ".", ".." and
-	// one image now: far past its end.
+	// A new listing (no cursor at that offset) does not know it.
 	out, st := h.readdirAt(nid, off+100, false)
 	if st != fuse.OK || out.Offset != off+100 || len(out.Bytes()) != 0 {
 		t.Errorf("READDIR past the end: %v, offset %d, %d bytes; want OK and nothing", st, out.Offset, len(out.Bytes()))

@@ -20,7 +20,7 @@ type imageDir struct {
 }
 
 func newImageDir(t *tree, id string) *imageDir {
-	return &imageDir{dirNode: dirNode{node{t: t}}, id: id}
+	return &imageDir{dirNode: dirNode{node: node{t: t}}, id: id}
 }
 
 func imageIno(id string) uint64 { return hashIno(kindImage, id) }
@@ -72,10 +72,10 @@ var imageChildren = []imageChild{
 			read: func() ([]byte, error) { return d.t.store.History(d.id) }}, nil)
 	}},
 	{name: "layers", mode: syscall.S_IFDIR, in: notList, node: func(d *imageDir) treeNode {
-		return &imageLayersDir{dirNode: dirNode{node{t: d.t}}, id: d.id}
+		return &imageLayersDir{dirNode: dirNode{node: node{t: d.t}}, id: d.id}
 	}},
 	{name: "instances", mode: syscall.S_IFDIR, in: isList, node: func(d *imageDir) treeNode {
-		return &instancesDir{dirNode: dirNode{node{t: d.t}}, id: d.id}
+		return &instancesDir{dirNode: dirNode{node: node{t: d.t}}, id: d.id}
 	}},
 }
 
@@ -192,5 +192,5 @@ func (d *imageDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno
 		ents = append(ents, fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: ino})
 	}
 	sortEntries(ents)
-	return listing(d.EmbeddedInode(), ents), 0
+	return d.listing(ents), 0
 }

@@ -107,5 +107,5 @@ func (d *imageLayersDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall
 		name := layerLinkName(i, len(img.Layers))
 		ents[i] = fuse.DirEntry{Name: name, Mode: syscall.S_IFLNK, Ino: hashIno(kindImageLayer, d.id, name)}
 	}
-	return listing(d.EmbeddedInode(), ents), 0
+	return d.listing(ents), 0
 }

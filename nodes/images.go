@@ -72,5 +72,5 @@ func (d *imagesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errn
 	for _, img := range ix.Images { // sorted by ID
 		ents = append(ents, fuse.DirEntry{Name: img.ID, Mode: syscall.S_IFDIR, Ino: imageIno(img.ID)})
 	}
-	return listing(d.EmbeddedInode(), ents), 0
+	return d.listing(ents), 0
 }

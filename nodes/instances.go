@@ -201,5 +201,5 @@ func (d *instancesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.E
 		ents = append(ents, fuse.DirEntry{Name: n, Mode: syscall.S_IFLNK, Ino: hashIno(kindInstance, d.id, n)})
 	}
 	sortEntries(ents)
-	return listing(d.EmbeddedInode(), ents), 0
+	return d.listing(ents), 0
 }

@@ -19,7 +19,7 @@ type layerDir struct {
 }
 
 func newLayerDir(t *tree, id string) *layerDir {
-	return &layerDir{dirNode: dirNode{node{t: t}}, id: id}
+	return &layerDir{dirNode: dirNode{node: node{t: t}}, id: id}
 }
 
 func layerIno(id string) uint64 { return hashIno(kindLayer, id) }
@@ -138,5 +138,5 @@ func (d *layerDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno
 		ents = append(ents, fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: ino})
 	}
 	sortEntries(ents)
-	return listing(d.EmbeddedInode(), ents), 0
+	return d.listing(ents), 0
 }

@@ -49,5 +49,5 @@ func (d *layersDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errn
 	for _, l := range ix.Layers { // sorted by ID
 		ents = append(ents, fuse.DirEntry{Name: l.ID, Mode: syscall.S_IFDIR, Ino: layerIno(l.ID)})
 	}
-	return listing(d.EmbeddedInode(), ents), 0
+	return d.listing(ents), 0
 }

@@ -81,7 +81,7 @@ func (d *namesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		return d.lookupPending(ctx, ix, name, out) // below a directory mkdir made, or ENOENT
 	}
 	if nd.Dirs[name] != nil {
-		sub := &namesDir{dirNode: dirNode{node{t: d.t}}, path: append(d.path[:len(d.path):len(d.path)], name)}
+		sub := &namesDir{dirNode: dirNode{node: node{t: d.t}}, path: append(d.path[:len(d.path):len(d.path)], name)}
 		return lookupChild(ctx, d.EmbeddedInode(), name, ix, sub, out)
 	}
 	leaf := name
@@ -112,5 +112,5 @@ func (d *namesDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno
 	if nd == nil && !d.t.isPending(d.pathString()) {
 		return nil, syscall.ENOENT
 	}
-	return listing(d.EmbeddedInode(), d.entries(nd)), 0
+	return d.listing(d.entries(nd)), 0
 }

@@ -579,7 +579,7 @@ func pathParts(p string) []string {
 // write kept, keepDirs): a namesDir, which finds it in the pending set
 // while the index does not have it.
 func newPendingNameDir(t *tree, path []string) *namesDir {
-	return &namesDir{dirNode: dirNode{node{t: t}}, path: path}
+	return &namesDir{dirNode: dirNode{node: node{t: t}}, path: path}
 }
 
 // lookupPending finds a directory mkdir made below d.

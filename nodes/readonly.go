@@ -16,7 +16,10 @@ import (
 // which takes precedence over the one promoted from here.
 
 // dirNode is embedded by every directory of the read-side tree.
-type dirNode struct{ node }
+type dirNode struct {
+	node
+	cookies nameCookies // of its listings (dirstream.go)
+}
 
 // access(2) mask bits (W_OK, X_OK).
 const (

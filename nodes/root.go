@@ -15,7 +15,7 @@ import (
 // fusefs.Options.RootStableAttr = &fusefs.StableAttr{Ino: RootIno,
 // Mode: syscall.S_IFDIR}.
 func NewRoot(store Store, opts Options) fusefs.InodeEmbedder {
-	return &rootDir{dirNode{node{t: newTree(store, opts)}}}
+	return &rootDir{dirNode{node: node{t: newTree(store, opts)}}}
 }
 
 // rootDir is the mount's root: the fixed directories images/, names/,
@@ -47,10 +47,10 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 		r.AddChild(name, ch, true)
 		return ch
 	}
-	t.images = add("images", &imagesDir{dirNode{node{t: t}}})
-	t.names = add("names", &namesDir{dirNode: dirNode{node{t: t}}})
-	t.digests = add("digests", &digestsDir{dirNode{node{t: t}}})
-	t.layers = add("layers", &layersDir{dirNode{node{t: t}}})
+	t.images = add("images", &imagesDir{dirNode{node: node{t: t}}})
+	t.names = add("names", &namesDir{dirNode: dirNode{node: node{t: t}}})
+	t.digests = add("digests", &digestsDir{dirNode{node: node{t: t}}})
+	t.layers = add("layers", &layersDir{dirNode{node: node{t: t}}})
 }
 
 // unmounted closes the layer files kept open for reads (handleless.go).
@@ -91,7 +91,7 @@ func (r *rootDir) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 		}
 		ents = append(ents, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: e.ino})
 	}
-	return listing(r.EmbeddedInode(), ents), 0
+	return r.listing(ents), 0
 }
 
 // fixedDir attributes: the directories of the root and names/…

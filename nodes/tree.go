@@ -224,22 +224,6 @@ func lookupChild(ctx context.Context, parent *fusefs.Inode, name string, ix *sto
 	return ch, 0
 }
 
-// listing is a directory listing: ".", "..", then ents (sorted by the
-// caller: an unstable order makes entries vanish for concurrent readers).
-func listing(self *fusefs.Inode, ents []fuse.DirEntry) fusefs.DirStream {
-	selfIno := self.StableAttr().Ino
-	parentIno := selfIno
-	if _, p := self.Parent(); p != nil {
-		parentIno = p.StableAttr().Ino
-	}
-	all := make([]fuse.DirEntry, 0, len(ents)+2)
-	all = append(all,
-		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: selfIno},
-		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
-	all = append(all, ents...)
-	return fusefs.NewListDirStream(all)
-}
-
 // sortEntries sorts a listing by name.
 func sortEntries(ents []fuse.DirEntry) {
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })

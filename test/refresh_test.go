@@ -515,3 +515,98 @@ func TestRefreshKeepsMadeDirectories(t *testing.T) {
 		t.Errorf("ln -s into it: %v", err)
 	}
 }
+
+// TestRefreshListingContinues: a directory read in pieces while podman
+// changes it returns every entry that was neither added nor removed
+// exactly once (getdents(2)'s promise), whether the change is before or
+// after where the reader stopped, and also when the entry it stopped at
+// is the one removed. A listing's offsets counted entries, so after the
+// kernel dropped its cached listing the rest came from the new one at the
+// old count: entries skipped or repeated.
+func TestRefreshListingContinues(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	var names []string
+	for i := range 300 {
+		names = append(names, fmt.Sprintf("localhost/many:t%03d", i))
+	}
+	if err := e.s.Store.AddNames(e.base.ID, names); err != nil {
+		t.Fatal(err)
+	}
+	dir := e.p("names/localhost")
+	eventually(t, "the names", func() error { _, err := os.Lstat(filepath.Join(dir, "many:t299")); return err })
+	untouched := readDirNames(t, dir)
+	for _, n := range untouched {
+		if len(n) > maxOneEntryName {
+			t.Fatalf("%s: getdentsNames reads names up to %d bytes one at a time", n, maxOneEntryName)
+		}
+	}
+
+	for _, tc := range []struct {
+		name   string
+		change []string // podman arguments
+		added  string   // the name it adds, or the one it removes
+		at     int      // the reader stops after this many entries
+	}{
+		{"tag before the reader", []string{"tag", e.base.ID, "localhost/aaa:1"}, "aaa:1", 40},
+		{"untag before the reader", []string{"untag", e.base.ID, "localhost/many:t002"}, "many:t002", 40},
+		{"untag where the reader stopped", []string{"untag", e.base.ID, "localhost/many:t100"}, "many:t100", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			var got []string
+			stopAt := tc.at
+			if stopAt < 0 { // right after the entry the change removes
+				stopAt = slices.Index(untouched, tc.added) + 1
+			}
+			got = append(got, getdentsNames(t, fd, stopAt)...)
+			e.s.PodmanOutput(t, tc.change...)
+			eventually(t, "the change", func() error {
+				if slices.Contains(readDirNames(t, dir), tc.added) == slices.Contains(untouched, tc.added) {
+					return fmt.Errorf("%s not changed yet", tc.added)
+				}
+				return nil
+			})
+			got = append(got, getdentsNames(t, fd, -1)...)
+			count := map[string]int{}
+			for _, n := range got {
+				count[n]++
+			}
+			for _, n := range untouched {
+				if n != tc.added && count[n] != 1 {
+					t.Errorf("%s listed %d times", n, count[n])
+				}
+			}
+			untouched = readDirNames(t, dir)
+		})
+	}
+}
+
+// maxOneEntryName is the longest name getdentsNames reads one at a time:
+// its 40-byte buffer holds one linux_dirent64 of up to 20 bytes of name
+// (19 bytes of header, the name and its NUL, 8-byte aligned) and never
+// two (each takes at least 24).
+const maxOneEntryName = 20
+
+// getdentsNames reads up to n entries (all, if n < 0) of the directory fd
+// with getdents(2), one entry per call so that the reader stops exactly
+// there, and returns their names ("." and ".." left out).
+func getdentsNames(t *testing.T, fd, n int) []string {
+	t.Helper()
+	var names []string
+	buf := make([]byte, 40)
+	for n < 0 || len(names) < n {
+		m, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatalf("getdents: %v", err)
+		}
+		if m == 0 {
+			break
+		}
+		_, _, names = unix.ParseDirent(buf[:m], -1, names)
+	}
+	return names
+}
