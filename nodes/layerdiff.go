@@ -208,6 +208,8 @@ func (f *layerChangesFile) Getattr(ctx context.Context, fh fusefs.FileHandle, ou
 	out.Owner = f.r.owner
 	out.Nlink = 1
 	out.Size = uint64(len(b))
+	out.Blksize = 4096 // else go-fuse counts the blocks of 4 KiB pages
+	out.Blocks = (out.Size + 511) / 512
 	if l := f.r.store.Index().Layer(f.layerID); l != nil && !l.Created.IsZero() {
 		t := l.Created
 		out.SetTimes(&t, &t, &t)
@@ -230,17 +232,37 @@ func (f *layerChangesFile) Read(ctx context.Context, fh fusefs.FileHandle, dest 
 	return fuse.ReadResultData(b[off:end]), 0
 }
 
-var _ = (fusefs.NodeWritever)((*layerChangesFile)(nil))
+// Every change of the changes file is refused, as under diff/.
+var (
+	_ = (fusefs.NodeWritever)((*layerChangesFile)(nil))
+	_ = (fusefs.NodeSetattrer)((*layerChangesFile)(nil))
+	_ = (fusefs.NodeAllocater)((*layerChangesFile)(nil))
+	_ = (fusefs.NodeSetxattrer)((*layerChangesFile)(nil))
+	_ = (fusefs.NodeRemovexattrer)((*layerChangesFile)(nil))
+)
 
 func (f *layerChangesFile) Writev(ctx context.Context, fh fusefs.FileHandle, data [][]byte, off int64) (uint32, syscall.Errno) {
 	dropRefusedPages(f.EmbeddedInode())
-	f.r.log.Printf("write /%s: refused, read-only (EROFS)", f.Path(nil))
-	return 0, syscall.EROFS
+	return 0, f.refuse("write")
 }
 
-var _ = (fusefs.NodeSetattrer)((*layerChangesFile)(nil))
-
 func (f *layerChangesFile) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	f.r.log.Printf("setattr /%s: refused, read-only (EROFS)", f.Path(nil))
+	return f.refuse("setattr")
+}
+
+func (f *layerChangesFile) Allocate(ctx context.Context, fh fusefs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	return f.refuse("fallocate")
+}
+
+func (f *layerChangesFile) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return f.refuse("setxattr " + attr)
+}
+
+func (f *layerChangesFile) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return f.refuse("removexattr " + attr)
+}
+
+func (f *layerChangesFile) refuse(op string) syscall.Errno {
+	f.r.log.Printf("%s /%s: refused, read-only (EROFS)", op, f.Path(nil))
 	return syscall.EROFS
 }

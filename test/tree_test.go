@@ -479,6 +479,11 @@ func TestTreeReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	changes := p("layers/" + ts.single.LayerIDs[0] + "/changes")
+	var st syscall.Stat_t
+	if err := syscall.Stat(changes, &st); err != nil || st.Blocks != (st.Size+511)/512 {
+		t.Errorf("changes: %d blocks for %d bytes (%v), want %d", st.Blocks, st.Size, err, (st.Size+511)/512)
+	}
 	now := time.Now()
 	refused := map[string]error{
 		"mkdir at the root":   os.Mkdir(p("new"), 0o755),
@@ -509,6 +514,10 @@ func TestTreeReadOnly(t *testing.T) {
 		"O_TMPFILE in image":  testenv.OpenTmpfile(img),
 		"O_TMPFILE in rootfs": testenv.OpenTmpfile(filepath.Join(img, "rootfs")),
 		"fallocate in rootfs": testenv.Fallocate(filepath.Join(img, "rootfs/named")),
+		"write changes":       appendFile(changes, "A /x\n"),
+		"fallocate changes":   testenv.Fallocate(changes),
+		"setxattr changes":    syscall.Setxattr(changes, "user.x", []byte("y"), 0),
+		"chmod changes":       os.Chmod(changes, 0o644),
 	}
 	for op, err := range refused {
 		if !errors.Is(err, syscall.EROFS) {
