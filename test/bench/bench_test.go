@@ -18,13 +18,11 @@ import (
 
 func TestMain(m *testing.M) {
 	// The store's untar runs in a re-executed child of this binary, and
-	// the randread workload runs this binary too.
+	// the randread workload and the go-fuse floor run this binary too.
 	if reexec.Init() {
 		return
 	}
-	if len(os.Args) > 1 && os.Args[1] == "randread" {
-		os.Exit(randreadMain(os.Args[2:]))
-	}
+	runHelper()
 	os.Exit(m.Run())
 }
 
@@ -124,6 +122,9 @@ func TestHarnessQuick(t *testing.T) {
 		if res := byID[id]; res != nil && res.met() != "same" {
 			t.Errorf("%s: %s: %v", id, res.met(), res.notes)
 		}
+	}
+	if res := byID["cat-large-cold"]; res != nil && (res.wall[floorName] <= 0 || !strings.Contains(strings.Join(res.notes, ";"), floorName)) {
+		t.Errorf("cat-large-cold: no %s figure (%v) or note: %q", floorName, res.wall[floorName], res.notes)
 	}
 	if res := byID["idle-rss"]; res != nil && res.rssMB <= 0 {
 		t.Errorf("idle-rss: no RSS figure")

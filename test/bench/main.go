@@ -157,9 +157,7 @@ func main() {
 	if reexec.Init() {
 		return
 	}
-	if len(os.Args) > 1 && os.Args[1] == "randread" {
-		os.Exit(randreadMain(os.Args[2:]))
-	}
+	runHelper()
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -270,15 +268,23 @@ func run(ctx context.Context, cfg *config, out io.Writer) ([]*result, error) {
 		return nil, err
 	}
 	r.treeCheck("tree-check", len(tree), notes, same)
+	floor := &floorView{self: self, mnt: mnt("real-floor"), lowers: real.diffDirs(img), log: logPath("real-floor")}
+	mounted = append(mounted, floor)
 	for _, w := range rootfsWorkloads(fl, self, sizeMB(tree, fl.largest)) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if cfg.want(w.id) {
+		if !cfg.want(w.id) {
+			continue
+		}
+		if w.floor {
+			r.compare(w, append(realViews, floor))
+			_ = floor.unmount()
+		} else {
 			r.compare(w, realViews)
 		}
 	}
-	unmountAll(realViews)
+	unmountAll(mounted)
 	mounted = nil
 	r.results = dropEmpty(r.results)
 
@@ -468,6 +474,20 @@ func machineInfo(cfg *config, real, scale *storeInfo, took time.Duration) string
 	fmt.Fprintf(&b, "- scale store: %d images, %d layers, %d names; %s has %d entries (%s)\n",
 		len(scale.Images), scale.Layers, scale.Names, hugeImageName, cfg.hugeEntries, scale.Key)
 	return b.String()
+}
+
+// runHelper runs the helper this binary was run again as (workloads and
+// views exec it), and exits; otherwise it returns.
+func runHelper() {
+	if len(os.Args) < 2 {
+		return
+	}
+	switch os.Args[1] {
+	case "randread":
+		os.Exit(randreadMain(os.Args[2:]))
+	case "serve-floor":
+		os.Exit(floorMain(os.Args[2:]))
+	}
 }
 
 // randreadMain is the "randread" helper: 4 KiB reads at random 4 KiB

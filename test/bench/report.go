@@ -133,6 +133,28 @@ func (res *result) checkOutputs(outs map[string]string) {
 	}
 }
 
+// noteFloor notes what the go-fuse floor took, when it ran: against the
+// kernel and fuse-overlayfs it is the share of the row that no go-fuse
+// server could save.
+func (res *result) noteFloor() {
+	f, ok := res.wall[floorName]
+	if !ok || f <= 0 {
+		return
+	}
+	per := func(col string) string {
+		if d, ok := res.wall[col]; ok && d > 0 {
+			return fmt.Sprintf("%.2f", float64(f)/float64(d))
+		}
+		return "-"
+	}
+	imagefs := "-"
+	if d, ok := res.wall[imagefsName]; ok {
+		imagefs = fmt.Sprintf("%.2f", float64(d)/float64(f))
+	}
+	res.notes = append(res.notes, fmt.Sprintf("%s (floor.go) %.4f s: floor/kernel %s, floor/fuse-ovl %s; imagefs/floor %s",
+		floorName, f.Seconds(), per(kernelName), per(fuseOvlName), imagefs))
+}
+
 func (res *result) ratio(col string) (float64, bool) {
 	a, okA := res.wall[imagefsName]
 	b, okB := res.wall[col]

@@ -130,6 +130,7 @@ type workload struct {
 	title  string // the table's workload column
 	argv   func(v view) []string
 	cold   bool // each run after a remount (and dropped caches)
+	floor  bool // also run on the go-fuse floor (floor.go)
 	budget budget
 }
 
@@ -200,6 +201,7 @@ func (r *runner) compare(w workload, views []view) *result {
 		outs[v.name()] = ss[0].out
 	}
 	res.checkOutputs(outs)
+	res.noteFloor()
 	logf("  %-36s %s", w.title, res.summary())
 	return res
 }
