@@ -147,51 +147,11 @@ func (f *floorFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fus
 	return fuse.ReadResultFd(uintptr(n.fd), int64(in.Offset), int(in.Size)), fuse.OK
 }
 
-// floorView is the floor served by this binary (serve-floor) over the
-// image's layer directories.
-type floorView struct {
-	self   string // this binary
-	mnt    string
-	lowers []string
-	log    string
-	srv    *server
-}
-
-func (v *floorView) name() string { return floorName }
-func (v *floorView) root() string { return v.mnt }
-
-func (v *floorView) pid() int {
-	if v.srv == nil {
-		return 0
-	}
-	return v.srv.pid()
-}
-
-func (v *floorView) mount() error {
-	if err := os.MkdirAll(v.mnt, 0o755); err != nil {
-		return err
-	}
-	logf, err := os.OpenFile(v.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	cmd := exec.Command(v.self, "serve-floor", "-lowers", strings.Join(v.lowers, ":"), v.mnt)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	srv, err := startAndWaitMount(cmd, v.mnt, "fuse.imagefs-bench-floor")
-	if err != nil {
-		return fmt.Errorf("%s (log %s): %w", floorName, v.log, err)
-	}
-	v.srv = srv
-	return nil
-}
-
-func (v *floorView) unmount() error {
-	if v.srv == nil {
-		return nil
-	}
-	err := unmountRetry(v.mnt)
-	v.srv.wait(10 * time.Second)
-	v.srv = nil
-	return err
+// floorView is the floor served by this binary (self, as serve-floor)
+// over the image's layer directories.
+func floorView(self, mnt string, lowers []string, log string) *serverView {
+	return &serverView{title: floorName, fstype: "fuse.imagefs-bench-floor", mnt: mnt, lowers: lowers, log: log,
+		command: func(lowers, mnt string) *exec.Cmd {
+			return exec.Command(self, "serve-floor", "-lowers", lowers, mnt)
+		}}
 }

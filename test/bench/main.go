@@ -250,7 +250,7 @@ func run(ctx context.Context, cfg *config, out io.Writer) ([]*result, error) {
 	img := real.Images[0]
 	realViews := []view{
 		&kernelView{mnt: mnt("real-kernel"), lowers: real.diffDirs(img)},
-		&fuseOverlayView{mnt: mnt("real-fuse-overlayfs"), lowers: real.diffDirs(img), log: logPath("real-fuse-overlayfs")},
+		fuseOverlayView(mnt("real-fuse-overlayfs"), real.diffDirs(img), logPath("real-fuse-overlayfs")),
 		&imagefsView{bin: cfg.imagefsBin, mnt: mnt("real-imagefs"), graph: real.Graph, run: real.Run,
 			sub: filepath.Join("images", img.ID, "rootfs"), log: logPath("real-imagefs"), runDir: runDir, profileDir: cfg.profileDir},
 	}
@@ -268,7 +268,7 @@ func run(ctx context.Context, cfg *config, out io.Writer) ([]*result, error) {
 		return nil, err
 	}
 	r.treeCheck("tree-check", len(tree), notes, same)
-	floor := &floorView{self: self, mnt: mnt("real-floor"), lowers: real.diffDirs(img), log: logPath("real-floor")}
+	floor := floorView(self, mnt("real-floor"), real.diffDirs(img), logPath("real-floor"))
 	mounted = append(mounted, floor)
 	for _, w := range rootfsWorkloads(fl, self, sizeMB(tree, fl.largest)) {
 		if ctx.Err() != nil {
@@ -294,7 +294,7 @@ func run(ctx context.Context, cfg *config, out io.Writer) ([]*result, error) {
 		sub: filepath.Join("images", huge.ID, "rootfs"), log: logPath("scale-imagefs"), runDir: runDir, profileDir: cfg.profileDir}
 	hugeViews := []view{
 		&kernelView{mnt: mnt("huge-kernel"), lowers: scale.diffDirs(huge)},
-		&fuseOverlayView{mnt: mnt("huge-fuse-overlayfs"), lowers: scale.diffDirs(huge), log: logPath("huge-fuse-overlayfs")},
+		fuseOverlayView(mnt("huge-fuse-overlayfs"), scale.diffDirs(huge), logPath("huge-fuse-overlayfs")),
 		scaleView,
 	}
 	logf("image %s (%s, %d entries): mounting the three views", huge.ID[:12], hugeImageName, cfg.hugeEntries)

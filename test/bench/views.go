@@ -56,26 +56,38 @@ func (v *kernelView) mount() error {
 
 func (v *kernelView) unmount() error { return unmountRetry(v.mnt) }
 
-// fuseOverlayView is fuse-overlayfs (as rootless podman uses it) over the
-// same diff directories; without upperdir it is read-only.
-type fuseOverlayView struct {
-	mnt    string
-	lowers []string
-	log    string
-	srv    *server
+// serverView is a FUSE server over the image's layer directories, run as
+// our child: fuse-overlayfs, or the go-fuse floor (floor.go).
+type serverView struct {
+	title   string
+	command func(lowers, mnt string) *exec.Cmd
+	fstype  string // in /proc/self/mountinfo once mounted
+	mnt     string
+	lowers  []string // top first
+	log     string
+	srv     *server
 }
 
-func (v *fuseOverlayView) name() string { return fuseOvlName }
-func (v *fuseOverlayView) root() string { return v.mnt }
+// fuseOverlayView is fuse-overlayfs (as rootless podman uses it) over the
+// same diff directories; without upperdir it is read-only.
+func fuseOverlayView(mnt string, lowers []string, log string) *serverView {
+	return &serverView{title: fuseOvlName, fstype: "fuse.fuse-overlayfs", mnt: mnt, lowers: lowers, log: log,
+		command: func(lowers, mnt string) *exec.Cmd {
+			return exec.Command("fuse-overlayfs", "-f", "-o", "lowerdir="+lowers, mnt)
+		}}
+}
 
-func (v *fuseOverlayView) pid() int {
+func (v *serverView) name() string { return v.title }
+func (v *serverView) root() string { return v.mnt }
+
+func (v *serverView) pid() int {
 	if v.srv == nil {
 		return 0
 	}
 	return v.srv.pid()
 }
 
-func (v *fuseOverlayView) mount() error {
+func (v *serverView) mount() error {
 	if err := os.MkdirAll(v.mnt, 0o755); err != nil {
 		return err
 	}
@@ -84,17 +96,17 @@ func (v *fuseOverlayView) mount() error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("fuse-overlayfs", "-f", "-o", "lowerdir="+strings.Join(v.lowers, ":"), v.mnt)
+	cmd := v.command(strings.Join(v.lowers, ":"), v.mnt)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	srv, err := startAndWaitMount(cmd, v.mnt, "fuse.fuse-overlayfs")
+	srv, err := startAndWaitMount(cmd, v.mnt, v.fstype)
 	if err != nil {
-		return fmt.Errorf("fuse-overlayfs (log %s): %w", v.log, err)
+		return fmt.Errorf("%s (log %s): %w", v.title, v.log, err)
 	}
 	v.srv = srv
 	return nil
 }
 
-func (v *fuseOverlayView) unmount() error {
+func (v *serverView) unmount() error {
 	if v.srv == nil {
 		return nil
 	}
