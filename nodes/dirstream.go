@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -54,28 +55,47 @@ func nameCookie(name string) uint64 {
 // that a listing can go on after a name that is gone from it.
 type nameCookies struct {
 	mu    sync.Mutex
-	names map[uint64]string
+	names map[uint64]listedName
 }
 
+type listedName struct {
+	name   string
+	listed time.Time // in the latest listing that had it
+}
+
+// cookieMemory is how long a removed name's cookie is kept: a reader that
+// stopped at it and comes back later finds the listing ended there.
+const cookieMemory = time.Hour
+
 // remember records the cookies of a new listing. The names of entries
-// removed since are kept until they outnumber the listing (plus some), for
-// readers that stopped at one of them.
+// removed since are kept for cookieMemory (looked through only once they
+// outnumber the listing), for readers that stopped at one of them: however
+// many went at once (podman untag, rmi -a), as the reader's own next read
+// makes the new listing.
 func (c *nameCookies) remember(ents []fuse.DirEntry) {
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.names == nil || len(c.names) > 2*len(ents)+256 {
-		c.names = make(map[uint64]string, len(ents))
+	if c.names == nil {
+		c.names = make(map[uint64]listedName, len(ents))
 	}
 	for _, e := range ents {
-		c.names[e.Off] = e.Name
+		c.names[e.Off] = listedName{e.Name, now}
+	}
+	if len(c.names) > 2*len(ents)+256 {
+		for cookie, n := range c.names {
+			if now.Sub(n.listed) > cookieMemory {
+				delete(c.names, cookie)
+			}
+		}
 	}
 }
 
 func (c *nameCookies) name(cookie uint64) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	name, ok := c.names[cookie]
-	return name, ok
+	n, ok := c.names[cookie]
+	return n.name, ok
 }
 
 // cookieStream is a listing whose offsets are name cookies.
@@ -97,7 +117,7 @@ func (s *cookieStream) Close() {}
 var _ = (fusefs.FileSeekdirer)((*cookieStream)(nil))
 
 // Seekdir goes on after the entry whose cookie off is. EINVAL for a cookie
-// this directory never handed out (or forgot).
+// this directory never handed out (or forgot: cookieMemory).
 func (s *cookieStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off <= 2 { // the start, after ".", after ".."
 		s.next = int(off)

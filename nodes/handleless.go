@@ -139,8 +139,8 @@ func (h *handleless) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 	st := read(cancel, &req, out)
 	if fresh && in.Offset > 0 && st == fuse.EINVAL {
 		// A new listing does not know in.Offset: the cookie of a name
-		// the directory forgot (dirstream.go), after many removals.
-		// Ending the listing there is the least harm.
+		// removed over an hour ago (dirstream.go), or garbage. Ending
+		// the listing there is the least harm.
 		st = fuse.OK
 	}
 	if !st.Ok() || out.Offset == in.Offset { // an error, or the end of the listing

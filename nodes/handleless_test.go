@@ -18,8 +18,8 @@ func (h *harness) readdirAt(nid, off uint64, small bool) (*fuse.DirEntryList, fu
 	return out, st
 }
 
-// A READDIR at an offset the directory never handed out (or forgot, after
-// many removals: dirstream.go) ends the listing instead of failing, and a
+// A READDIR at an offset the directory never handed out (or forgot, an
+// hour after its name went: dirstream.go) ends the listing instead of failing, and a
 // cursor left at an offset still serves the listing it started.
 func TestReaddirAtUnknownOffset(t *testing.T) {
 	w := newWorld()
