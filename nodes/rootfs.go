@@ -45,6 +45,7 @@ type Rootfs struct {
 	changes map[string]*changeSet    // what each layer changes, computed once per layer
 	mounts  map[string]string        // image ID → fallback mount directory
 	trees   map[*rootfsTree]struct{} // trees the kernel knows, for eviction (rootfs_evict.go)
+	roots   atomic.Uint64            // trees made roots so far (rootfsTree.gen)
 
 	maxInodes int64        // RootfsOptions.MaxInodes
 	live      atomic.Int64 // rootfs/ and diff/ inodes the kernel knows
@@ -82,6 +83,7 @@ func (r *Rootfs) layersMoved(n *notifier, changed []string) {
 	}
 	r.mu.Unlock()
 	for _, t := range stale {
+		t.moved.Store(true)
 		n.entry(t.parent, t.name)
 	}
 }
@@ -158,7 +160,7 @@ func (r *Rootfs) knownRoot(parent *fusefs.Inode, name string, out *fuse.EntryOut
 		return nil, false, 0
 	}
 	n, ok := ch.Operations().(*rootfsDir)
-	if !ok {
+	if !ok || n.tree.moved.Load() { // a moved tree is built again (layersMoved)
 		return nil, false, 0
 	}
 	r.track(n.tree) // again, if it was evicted while a process stayed inside
@@ -169,6 +171,7 @@ func (r *Rootfs) knownRoot(parent *fusefs.Inode, name string, out *fuse.EntryOut
 // newRoot makes the root of t the child name of parent.
 func (r *Rootfs) newRoot(ctx context.Context, parent *fusefs.Inode, name string, t *rootfsTree, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	t.parent, t.name = parent, name
+	t.gen = generation | r.roots.Add(1)<<32
 	r.track(t)
 	return t.newInode(ctx, parent, t.stack.Root(), out)
 }
@@ -207,6 +210,13 @@ type rootfsTree struct {
 	// noLayerXattrs: user.imagefs.layer* are not answered (diff/, and
 	// fallback mounts, where the supplying layer is unknown).
 	noLayerXattrs bool
+	// gen is the generation of the tree's nodes: the server's (the lower
+	// half, all the kernel keeps) and the tree's number. go-fuse finds a
+	// known inode by number and generation, so a tree built again while
+	// the kernel still holds the old one (moved) gets inodes of its own,
+	// not the old tree's back.
+	gen   uint64
+	moved atomic.Bool // its layer's copy is gone: the next lookup builds it again
 	treeState
 }
 
@@ -277,7 +287,7 @@ func (t *rootfsTree) newInode(ctx context.Context, parent *fusefs.Inode, e *unio
 		return nil, errno
 	}
 	setRootfsTimeouts(out)
-	in := parent.NewInode(ctx, ops, stableAttr(e.Type, t.ino(e)))
+	in := parent.NewInode(ctx, ops, fusefs.StableAttr{Mode: e.Type, Ino: t.ino(e), Gen: t.gen})
 	if in.Operations() == ops { // not a hardlink's inode known already
 		t.grew()
 	}

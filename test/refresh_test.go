@@ -487,6 +487,13 @@ func TestRefreshLayerCopyRemoved(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(etc, "other")); err != nil || string(got) != "other\n" {
 		t.Fatalf("cat rootfs/etc/other: %q %v", got, err)
 	}
+	// A process in the old tree keeps its root known to the kernel (and
+	// go-fuse), so the new tree cannot wait for it to be forgotten.
+	held, err := os.Open(filepath.Dir(etc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	podman(rw, "rmi", "localhost/w:1")
 	eventually(t, "the additional store's image after podman rmi of the writable copy", func() error {
 		if got, err := os.ReadFile(filepath.Join(etc, "big")); err != nil || string(got) != big {
