@@ -165,7 +165,10 @@ func (t *tree) notifyOutsideNames(n *notifier, c *storageview.Changes, held stri
 				for _, f := range []string{"names", "inspect.json", "history"} {
 					n.entry(ch, f)
 				}
+				// A new manifest (pulled again, podman manifest add):
+				// both files keep their nodes, so their bytes go.
 				content(ch.GetChild("digest"))
+				content(ch.GetChild("manifest"))
 				n.instancesChanged(ch.GetChild("instances"))
 			}
 		}

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	"github.com/imagefs/imagefs/fs"
@@ -393,6 +394,11 @@ func TestRefreshListChanges(t *testing.T) {
 		{[]string{"remove", "localhost/list:1", a.ManifestDigest.String()},
 			link(b) + b.ManifestDigest.String() + " freebsd/riscv64/v8\n"},
 	} {
+		for _, f := range []string{"manifest", "digest"} { // in the kernel's caches
+			if _, err := os.ReadFile(filepath.Join(mnt, "images", id, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		s.PodmanOutput(t, append([]string{"manifest"}, step.args...)...)
 		eventually(t, "podman manifest "+step.args[0], func() error {
 			if got := state(); got != step.want {
@@ -400,6 +406,12 @@ func TestRefreshListChanges(t *testing.T) {
 			}
 			return nil
 		})
+		// The manifest changed with them (not when its attributes time out).
+		m, merr := os.ReadFile(filepath.Join(mnt, "images", id, "manifest"))
+		d, derr := os.ReadFile(filepath.Join(mnt, "images", id, "digest"))
+		if got := digest.FromBytes(m).String() + "\n"; merr != nil || derr != nil || got != string(d) {
+			t.Errorf("after podman manifest %s: the manifest's digest is %s, the digest file says %q (%v, %v)", step.args[0], got, d, merr, derr)
+		}
 	}
 	if _, err := os.Lstat(filepath.Join(inst, a.ManifestDigest.String())); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the removed instance's link: %v, want ENOENT", err)
