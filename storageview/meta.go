@@ -234,7 +234,10 @@ func (v *View) Config(imageID string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.config == nil {
+	switch {
+	case m.config == nil && m.configDigest != "": // a damaged store, not an image without one
+		return nil, fmt.Errorf("image %s: its manifest's config %s is not in the store", short(imageID), m.configDigest)
+	case m.config == nil:
 		return nil, fmt.Errorf("image %s: no config stored: %w", short(imageID), ErrNotFound)
 	}
 	return m.config, nil

@@ -2,11 +2,13 @@ package test
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	iofs "io/fs"
+	"log"
 	"os"
 	"path/filepath"
 	"slices"
@@ -587,5 +589,33 @@ func TestListingsAbandonedThenForgotten(t *testing.T) {
 				t.Fatalf("listing %s (%d): %v", dir, i, err)
 			}
 		}
+	}
+}
+
+// TestTreeConfigMissing: an image whose config blob is gone from the store
+// (a damaged store) lists config but cannot read it: EIO with the cause in
+// the log, as inspect.json and history, not ENOENT for an entry listed.
+func TestTreeConfigMissing(t *testing.T) {
+	s := fixture.NewStore(t, "vfs")
+	img := s.Add(t, fixture.Image{Names: []string{"localhost/broken:1"},
+		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("f", "f\n")}}}})
+	key := "sha256:" + img.ID // the config's big-data key, as containers/storage names its file
+	blob := filepath.Join(s.GraphRoot, "vfs-images", img.ID, "="+base64.StdEncoding.EncodeToString([]byte(key)))
+	if err := os.Remove(blob); err != nil {
+		t.Fatalf("removing the config blob: %v", err)
+	}
+	logs := &logBuf{}
+	mnt, _ := mountInProcess(t, newTestStore(t, s), fs.Options{Log: log.New(logs, "", 0)})
+	dir := filepath.Join(mnt, "images", img.ID)
+	if !slices.Contains(readDirNames(t, dir), "config") {
+		t.Fatalf("images/<id>/ does not list config")
+	}
+	for _, f := range []string{"config", "inspect.json"} {
+		if _, err := os.ReadFile(filepath.Join(dir, f)); !errors.Is(err, syscall.EIO) {
+			t.Errorf("cat %s: %v, want EIO", f, err)
+		}
+	}
+	if lines := strings.Join(logs.lines(), "\n"); !strings.Contains(lines, "/images/"+img.ID+"/config") {
+		t.Errorf("no log line names the config:\n%s", lines)
 	}
 }
