@@ -23,6 +23,7 @@ package nodes
 // (blobfile.go).
 
 import (
+	"slices"
 	"sync"
 	"syscall"
 
@@ -41,6 +42,9 @@ func NewRawFS(root fusefs.InodeEmbedder, opts *fusefs.Options) fuse.RawFileSyste
 	h := &handleless{RawFileSystem: fusefs.NewNodeFS(root, opts)}
 	if u, ok := root.(interface{ unmounted() }); ok {
 		h.unmounted = u.unmounted
+	}
+	if v, ok := root.(interface{ listingVersion() any }); ok {
+		h.version = v.listingVersion
 	}
 	return h
 }
@@ -70,6 +74,9 @@ const MountCapabilities = fuse.CAP_PASSTHROUGH
 type handleless struct {
 	fuse.RawFileSystem
 	unmounted func() // the root's cleanup when the mount ends, if it has one
+	// version, if the root has one, changes whenever a listing may have:
+	// a cursor made before serves nobody after (takeCursor).
+	version func() any
 
 	mu      sync.Mutex
 	cursors []*dirCursor // oldest first
@@ -79,6 +86,7 @@ type handleless struct {
 // the offset the kernel will ask for next.
 type dirCursor struct {
 	node, fh, next uint64
+	version        any // the root's listing version when it was opened
 }
 
 // Open and OpenDir: no handles (see the top of this file).
@@ -125,14 +133,18 @@ func (h *handleless) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 	if in.Fh != 0 { // a handle of the bridge's own: never sent by a kernel that took ENOSYS
 		return read(cancel, in, out)
 	}
-	c := h.takeCursor(in.NodeId, in.Offset)
+	var version any
+	if h.version != nil {
+		version = h.version()
+	}
+	c := h.takeCursor(in.NodeId, in.Offset, version)
 	fresh := c == nil
 	if fresh {
 		var oo fuse.OpenOut
 		if st := h.RawFileSystem.OpenDir(cancel, &fuse.OpenIn{InHeader: in.InHeader, Flags: syscall.O_RDONLY}, &oo); !st.Ok() {
 			return st
 		}
-		c = &dirCursor{node: in.NodeId, fh: oo.Fh}
+		c = &dirCursor{node: in.NodeId, fh: oo.Fh, version: version}
 	}
 	req := *in
 	req.Fh = c.fh
@@ -152,16 +164,34 @@ func (h *handleless) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 	return st
 }
 
-func (h *handleless) takeCursor(node, off uint64) *dirCursor {
+// takeCursor takes the cursor left at off in node's listing, if the
+// listing is still the one it was opened on. Any reader asking for off
+// gets it, not only the one that left it there (the kernel does not say
+// who asks): after a change, the rest of the old listing would go to a
+// reader that started after it. Cursors of older versions are closed; a
+// new listing, seeked to off, goes on after the same name (dirstream.go).
+func (h *handleless) takeCursor(node, off uint64, version any) *dirCursor {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	for i, c := range h.cursors {
-		if c.node == node && c.next == off {
-			h.cursors = append(h.cursors[:i], h.cursors[i+1:]...)
-			return c
+	var found *dirCursor
+	var stale []*dirCursor
+	h.cursors, stale = splitOff(h.cursors, func(c *dirCursor) bool {
+		switch {
+		case c.node != node:
+			return false
+		case c.version != version:
+			return true
+		case found == nil && c.next == off:
+			found = c
+			return true
 		}
+		return false
+	})
+	stale = slices.DeleteFunc(stale, func(c *dirCursor) bool { return c == found })
+	h.mu.Unlock()
+	for _, c := range stale {
+		h.release(c)
 	}
-	return nil
+	return found
 }
 
 func (h *handleless) putCursor(c *dirCursor) {

@@ -56,6 +56,18 @@ func (r *rootDir) OnAdd(ctx context.Context) {
 // unmounted closes the layer files kept open for reads (handleless.go).
 func (r *rootDir) unmounted() { r.t.rootfs.files.closeAll() }
 
+// listingVersion changes whenever a listing of the tree may have: with the
+// store's index, and with each write through the mount (mkdir in names/
+// changes no index). handleless.go keeps no cursor across it.
+func (r *rootDir) listingVersion() any {
+	return listingVersion{r.t.index(), r.t.writes().done.Load()}
+}
+
+type listingVersion struct {
+	ix     *storageview.Index
+	writes uint64
+}
+
 func (r *rootDir) stable() fusefs.StableAttr {
 	return stableAttr(syscall.S_IFDIR, RootIno)
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -62,6 +63,7 @@ type writeState struct {
 	// is signalled when it drops to zero (writing, waitWritesDone).
 	inflight int
 	idle     *sync.Cond
+	done     atomic.Uint64 // write operations handled (listingVersion)
 }
 
 // writeStates holds each tree's writeState (tree is defined elsewhere;
@@ -92,6 +94,7 @@ func (t *tree) writing() func() {
 	ws.inflight++
 	ws.mu.Unlock()
 	return func() {
+		ws.done.Add(1)
 		ws.mu.Lock()
 		if ws.inflight--; ws.inflight == 0 {
 			ws.idle.Broadcast()

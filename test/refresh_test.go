@@ -641,3 +641,67 @@ func getdentsNames(t *testing.T, fd, n int) []string {
 	}
 	return names
 }
+
+// TestRefreshListingAfterAbandonedRead: a listing started after podman
+// changed a directory shows the change, also when an earlier reader of the
+// directory stopped part way (find -quit, next(os.scandir())). The server
+// kept that reader's place with the listing it had, and the next reader
+// asking for the same offset got the rest of the old listing.
+func TestRefreshListingAfterAbandonedRead(t *testing.T) {
+	e := newWenv(t, "overlay", storageview.Options{}, fs.Options{})
+	var names []string
+	for i := range 300 {
+		names = append(names, fmt.Sprintf("localhost/many:t%03d", i))
+	}
+	if err := e.s.Store.AddNames(e.base.ID, names); err != nil {
+		t.Fatal(err)
+	}
+	dir := e.p("names/localhost")
+	eventually(t, "the names", func() error { _, err := os.Lstat(filepath.Join(dir, "many:t299")); return err })
+
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Getdents(fd, make([]byte, 4096)); err != nil { // a part of the listing, then gone
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+
+	e.s.PodmanOutput(t, "untag", e.base.ID, "localhost/many:t290")
+	e.s.PodmanOutput(t, "tag", e.base.ID, "localhost/many:t300")
+	eventually(t, "the change", func() error {
+		if err := gone(filepath.Join(dir, "many:t290")); err != nil {
+			return err
+		}
+		_, err := os.Lstat(filepath.Join(dir, "many:t300"))
+		return err
+	})
+	got := getdentsAll(t, dir, 4096) // one listing, the first after the change, read as the first reader did
+	if slices.Contains(got, "many:t290") || !slices.Contains(got, "many:t300") {
+		t.Errorf("the first listing after the change has many:t290 %v and many:t300 %v; want false and true",
+			slices.Contains(got, "many:t290"), slices.Contains(got, "many:t300"))
+	}
+}
+
+// getdentsAll lists dir with getdents(2) into a buffer of size bytes.
+func getdentsAll(t *testing.T, dir string, size int) []string {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var names []string
+	buf := make([]byte, size)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatalf("getdents %s: %v", dir, err)
+		}
+		if n == 0 {
+			return names
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
