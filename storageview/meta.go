@@ -85,6 +85,9 @@ func (v *View) meta(img *Image) (*imageMeta, error) {
 	if err != nil {
 		return nil, err
 	}
+	if m.config == nil && m.configDigest != "" {
+		return m, nil // a config the store lacks (Config): read again next time, it may be restored
+	}
 	v.cache.mu.Lock()
 	v.cache.meta[img.ID] = m
 	v.cache.mu.Unlock()

@@ -601,6 +601,10 @@ func TestTreeConfigMissing(t *testing.T) {
 		Layers: []fixture.Layer{{Entries: []fixture.Entry{fixture.File("f", "f\n")}}}})
 	key := "sha256:" + img.ID // the config's big-data key, as containers/storage names its file
 	blob := filepath.Join(s.GraphRoot, "vfs-images", img.ID, "="+base64.StdEncoding.EncodeToString([]byte(key)))
+	saved, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Remove(blob); err != nil {
 		t.Fatalf("removing the config blob: %v", err)
 	}
@@ -617,5 +621,15 @@ func TestTreeConfigMissing(t *testing.T) {
 	}
 	if lines := strings.Join(logs.lines(), "\n"); !strings.Contains(lines, "/images/"+img.ID+"/config") {
 		t.Errorf("no log line names the config:\n%s", lines)
+	}
+	// Put back (podman's repair, skopeo copy of the image again, writes
+	// the same blob under the same manifest), it reads again.
+	if err := os.WriteFile(blob, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config", "inspect.json"} {
+		if _, err := os.ReadFile(filepath.Join(dir, f)); err != nil {
+			t.Errorf("cat %s after the config is back: %v", f, err)
+		}
 	}
 }
