@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,10 +64,12 @@ func (r *Rootfs) layersGone(ids []string) {
 	r.cache.Forget(ids)
 }
 
-// layersMoved drops the kernel's entries of the trees built on a copy of a
-// changed layer that is gone from disk: the graph root's copy of a layer
-// an additional store also has, which podman deleted with the writable
-// store's image. The next lookup builds them on the copy that is left.
+// layersMoved moves the trees built on a copy of a changed layer that is
+// gone from disk (the graph root's copy of a layer an additional store
+// also has, which podman deleted with the writable store's image) to the
+// copy that is left, so that processes inside them and files they opened
+// go on. A tree that cannot move is dropped from the kernel, and the next
+// lookup builds it anew.
 func (r *Rootfs) layersMoved(n *notifier, changed []string) {
 	ids := make(map[string]bool, len(changed))
 	for _, id := range changed {
@@ -77,15 +78,41 @@ func (r *Rootfs) layersMoved(n *notifier, changed []string) {
 	var stale []*rootfsTree
 	r.mu.Lock()
 	for t := range r.trees {
-		if slices.ContainsFunc(t.all, func(l union.Layer) bool { return ids[l.ID] && !exists(l.Path) }) {
-			stale = append(stale, t)
+		for i, l := range t.stack.Layers() {
+			if ids[l.ID] && !exists(t.stack.LayerPath(i)) {
+				stale = append(stale, t)
+				break
+			}
 		}
 	}
 	r.mu.Unlock()
 	for _, t := range stale {
-		t.moved.Store(true)
-		n.entry(t.parent, t.name)
+		if err := r.relocate(t); err != nil {
+			r.log.Printf("%s of %s: the layer copy it was read from is gone, and %v: built again on the next lookup", t.name, t.key[1:], err)
+			t.moved.Store(true)
+			n.entry(t.parent, t.name)
+		}
 	}
+}
+
+// relocate points t's stack at where its layers are now.
+func (r *Rootfs) relocate(t *rootfsTree) error {
+	layers := t.stack.Layers()
+	chain, err := r.layerChain(layers[len(layers)-1].ID)
+	if err != nil {
+		return err
+	}
+	now := make(map[string]string, len(chain))
+	for _, l := range chain {
+		now[l.ID] = l.Path
+	}
+	paths := make([]string, len(layers))
+	for i, l := range layers {
+		if paths[i] = now[l.ID]; paths[i] == "" {
+			return fmt.Errorf("layer %.12s has no copy left", l.ID)
+		}
+	}
+	return t.stack.Relocate(paths)
 }
 
 func exists(path string) bool {

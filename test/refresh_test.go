@@ -499,13 +499,18 @@ func TestRefreshLayerCopyRemoved(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(etc, "other")); err != nil || string(got) != "other\n" {
 		t.Fatalf("cat rootfs/etc/other: %q %v", got, err)
 	}
-	// A process in the old tree keeps its root known to the kernel (and
-	// go-fuse), so the new tree cannot wait for it to be forgotten.
+	// A process in the tree keeps its root known to the kernel, and a file
+	// opened before the removal is read after it.
 	held, err := os.Open(filepath.Dir(etc))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
+	opened, err := os.Open(filepath.Join(etc, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opened.Close()
 	podman(rw, "rmi", "localhost/w:1")
 	eventually(t, "the additional store's image after podman rmi of the writable copy", func() error {
 		if got, err := os.ReadFile(filepath.Join(etc, "big")); err != nil || string(got) != big {
@@ -513,6 +518,18 @@ func TestRefreshLayerCopyRemoved(t *testing.T) {
 		}
 		return nil
 	})
+	if got, err := io.ReadAll(opened); err != nil || string(got) != big {
+		t.Errorf("etc/big opened before the removal: %d bytes, %v", len(got), err)
+	}
+	fd, err := unix.Openat(int(held.Fd()), "etc/other", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("etc/other from the rootfs/ held open: %v", err)
+	}
+	other := os.NewFile(uintptr(fd), "other")
+	defer other.Close()
+	if got, err := io.ReadAll(other); err != nil || string(got) != "other\n" {
+		t.Errorf("etc/other from the rootfs/ held open: %q %v", got, err)
+	}
 }
 
 // TestRefreshKeepsMadeDirectories: a directory made by mkdir in names/

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -122,6 +123,9 @@ type Stack struct {
 	key      string   // cache key prefix
 	cache    *Cache
 	root     *Entry
+	// paths, once Relocate set them, are where the layers are read now:
+	// other copies of the same layers.
+	paths atomic.Pointer[[]string]
 }
 
 // NewStack returns the merged view of layers (base first). When the top
@@ -234,14 +238,35 @@ func (s *Stack) BackingPath(e *Entry) string {
 	return s.backing(e.Layer, e.Path)
 }
 
+// LayerPath is where layer i (base first) is read.
+func (s *Stack) LayerPath(i int) string {
+	if p := s.paths.Load(); p != nil {
+		return (*p)[i]
+	}
+	return s.layers[i].Path
+}
+
+// Relocate reads the layers from paths (base first, one per layer) from
+// now on: copies of the same layers elsewhere, when the ones the stack was
+// made on go (the graph root's copy of a layer an additional store also
+// has). What was read already stays: it is the same content.
+func (s *Stack) Relocate(paths []string) error {
+	if len(paths) != len(s.layers) {
+		return fmt.Errorf("relocating %d layers to %d paths", len(s.layers), len(paths))
+	}
+	p := slices.Clone(paths)
+	s.paths.Store(&p)
+	return nil
+}
+
 func (s *Stack) backing(layer int, rel string) string {
 	if layer < 0 {
 		return ""
 	}
 	if rel == "" {
-		return s.layers[layer].Path
+		return s.LayerPath(layer)
 	}
-	return s.layers[layer].Path + "/" + rel
+	return s.LayerPath(layer) + "/" + rel
 }
 
 // Lookup returns the child name of directory dir, or nil when there is none.
