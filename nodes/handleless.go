@@ -172,21 +172,13 @@ func (h *handleless) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 // new listing, seeked to off, goes on after the same name (dirstream.go).
 func (h *handleless) takeCursor(node, off uint64, version any) *dirCursor {
 	h.mu.Lock()
-	var found *dirCursor
 	var stale []*dirCursor
-	h.cursors, stale = splitOff(h.cursors, func(c *dirCursor) bool {
-		switch {
-		case c.node != node:
-			return false
-		case c.version != version:
-			return true
-		case found == nil && c.next == off:
-			found = c
-			return true
-		}
-		return false
-	})
-	stale = slices.DeleteFunc(stale, func(c *dirCursor) bool { return c == found })
+	h.cursors, stale = splitOff(h.cursors, func(c *dirCursor) bool { return c.node == node && c.version != version })
+	var found *dirCursor
+	if i := slices.IndexFunc(h.cursors, func(c *dirCursor) bool { return c.node == node && c.next == off }); i >= 0 {
+		found = h.cursors[i]
+		h.cursors = slices.Delete(h.cursors, i, i+1)
+	}
 	h.mu.Unlock()
 	for _, c := range stale {
 		h.release(c)
